@@ -1,0 +1,1 @@
+"""Tiled inference: tile planning, the batched/prefetching engine, and instance postprocessing."""

@@ -1,0 +1,263 @@
+"""The tiled inference engine: image plane in, probability maps out.
+
+    read (prefetch thread) -> normalise -> batch -> forward (AMP, channels_last) -> crop cores -> write
+
+* A reader thread reads and normalises the next batches while the model computes the current one
+  (numpy and zarr release the GIL while they copy and decompress).
+* On CUDA the input batch is pinned and copied asynchronously; outputs are quantised to uint8 on the
+  device and copied back into pinned buffers without waiting; a batch is written out only after the
+  next one has been queued, so there is no host sync per tile.
+* Out of memory: halve the batch, then the tile, then fall back to the CPU with a warning.
+* ``progress(done, total)`` is called after every batch; ``cancel`` (a :class:`CancelToken`) is
+  checked between batches.
+
+Probabilities are stored as uint8 (``round(p * 255)``): a quarter of float32's memory and IO, and
+finer than any threshold a user sets.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+import warnings
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from ..errors import CancelToken
+from .runnable import Normalizer, Runnable
+from .tiling import Tile, TilePlan, plan_tiles
+
+log = logging.getLogger(__name__)
+
+ProgressFn = Callable[[int, int], None]
+
+
+def resolve_device(device: str = "auto"):
+    """``auto`` picks cuda, then mps, then cpu; an explicit device that is absent is an error."""
+    import torch
+
+    from ..errors import InputError
+
+    d = (device or "auto").lower()
+    if d == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if d.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError(f"Device '{device}' was requested but no CUDA GPU is visible", "Use --device auto or --device cpu")
+    if d == "mps" and not (getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()):
+        raise InputError("Device 'mps' was requested but Apple MPS is not available", "Use --device auto or --device cpu")
+    if d not in ("cpu", "mps") and not d.startswith("cuda"):
+        raise InputError(f"Unknown device '{device}'", "Use auto, cpu, cuda, cuda:N or mps")
+    return torch.device(d)
+
+
+def describe_device(device) -> str:
+    """Human-readable device name (the GPU's name on CUDA)."""
+    import torch
+
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    return device.type
+
+
+@dataclass
+class EngineStats:
+    """What a run did, for logs and benchmarks."""
+
+    n_tiles: int = 0
+    tile_shape: tuple[int, int] = (0, 0)
+    halo: int = 0
+    batch: int = 0
+    device: str = "cpu"
+    overhead: float = 1.0
+    seconds: float = 0.0
+    wait_s: float = 0.0
+    """Time the model waited for the reader (0 = the reader kept up)."""
+    fallbacks: list[str] = field(default_factory=list)
+
+
+class _Retry(Exception):
+    """Internal: re-plan the plane with a smaller tile or another device."""
+
+
+class _Reader(threading.Thread):
+    """Reads, pads and normalises batches of tiles ahead of the model."""
+
+    def __init__(self, read: Callable[[Tile], np.ndarray], plan: TilePlan, normalize: Normalizer, batch: int, pin: bool, depth: int = 2):
+        super().__init__(daemon=True, name="impc-tile-reader")
+        self.read, self.plan, self.normalize, self.batch, self.pin = read, plan, normalize, batch, pin
+        self.q: queue.Queue = queue.Queue(maxsize=depth)
+        self.stop = threading.Event()
+
+    def _load(self, tile: Tile) -> np.ndarray:
+        x = self.read(tile)
+        py, px = self.plan.pad
+        if py or px:
+            mode = "reflect" if (x.shape[1] > py and x.shape[2] > px) else "edge"
+            x = np.pad(x, ((0, 0), (0, py), (0, px)), mode=mode)
+        return self.normalize(x)
+
+    def run(self) -> None:
+        import torch
+
+        try:
+            tiles = self.plan.tiles
+            for i in range(0, len(tiles), self.batch):
+                if self.stop.is_set():
+                    return
+                group = tiles[i : i + self.batch]
+                arr = np.stack([self._load(t) for t in group])
+                x = torch.from_numpy(arr)
+                if self.pin:
+                    x = x.pin_memory()
+                self._put((group, x))
+            self._put(None)
+        except BaseException as exc:  # hand the error to the consumer
+            self._put(exc)
+
+    def _put(self, item) -> None:
+        while not self.stop.is_set():
+            try:
+                self.q.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+
+def _autocast(device):
+    import torch
+
+    if device.type == "cuda":
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.autocast("cuda", dtype=dtype)
+    return nullcontext()
+
+
+def _is_oom(exc: BaseException) -> bool:
+    import torch
+
+    return isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower()
+
+
+def predict_plane(
+    model: Runnable,
+    read: Callable[[Tile], np.ndarray],
+    shape: tuple[int, int],
+    out,
+    normalize: Normalizer,
+    *,
+    tile: int | None = None,
+    halo: int | None = None,
+    batch: int = 4,
+    progress: ProgressFn | None = None,
+    cancel: CancelToken | None = None,
+) -> EngineStats:
+    """Run ``model`` over one ``(H, W)`` plane in tiles and write uint8 probabilities to ``out`` ``(K, H, W)``.
+
+    ``read(tile)`` returns the raw ``(C, h, w)`` window ``[tile.y0:tile.y1, tile.x0:tile.x1]``.
+    ``out`` is any writable array (numpy, zarr). Tile and halo default to the model's own.
+    """
+    rules = model.info.tiling
+    tile = rules.tile if tile is None else tile
+    halo = rules.halo if halo is None else halo
+    stats = EngineStats()
+    t0 = time.perf_counter()
+    while True:
+        plan = plan_tiles(shape, tile, halo, step=rules.step, min_tile=rules.min_tile, fixed=rules.fixed)
+        try:
+            _run_plan(model, read, plan, out, normalize, batch, progress, cancel, stats)
+            break
+        except _Retry as r:
+            action = str(r)
+            stats.fallbacks.append(action)
+            if action == "tile":
+                tile = max(rules.min_tile, (tile // 2) // rules.step * rules.step)
+                halo = min(halo, max(0, (tile - rules.step) // 4))
+                batch = 1
+            elif action == "cpu":
+                warnings.warn("GPU out of memory even with a batch of one minimal tile: continuing on the CPU (slower)", RuntimeWarning, stacklevel=2)
+                model.to("cpu")
+            else:
+                raise AssertionError(action) from None
+    stats.seconds = time.perf_counter() - t0
+    return stats
+
+
+def _run_plan(model, read, plan: TilePlan, out, normalize, batch, progress, cancel, stats: EngineStats) -> None:
+    import torch
+
+    device = model.device
+    cuda = device.type == "cuda"
+    stats.n_tiles, stats.tile_shape, stats.halo = len(plan.tiles), plan.tile_shape, plan.halo
+    stats.overhead, stats.device, stats.batch = plan.overhead, describe_device(device), batch
+    reader = _Reader(read, plan, normalize, batch, pin=cuda)
+    reader.start()
+    pending: list = []  # (tiles, host uint8 tensor, cuda event) waiting to be written
+    done = 0
+    sub = batch  # current sub-batch size (halved on OOM)
+    try:
+        with torch.inference_mode(), _autocast(device):
+            while True:
+                if cancel is not None:
+                    cancel.raise_if_cancelled()
+                tw = time.perf_counter()
+                item = reader.q.get()
+                stats.wait_s += time.perf_counter() - tw
+                if item is None:
+                    break
+                if isinstance(item, BaseException):
+                    raise item
+                group, x = item
+                i = 0
+                while i < len(group):
+                    xs = x[i : i + sub]
+                    try:
+                        xd = xs.to(device, non_blocking=cuda).contiguous(memory_format=torch.channels_last)
+                        y = model.forward(xd)
+                        y8 = y.float().mul_(255.0).add_(0.5).clamp_(0, 255).to(torch.uint8)
+                    except (RuntimeError, MemoryError) as exc:
+                        if not (cuda and _is_oom(exc)):
+                            raise
+                        torch.cuda.empty_cache()
+                        if sub > 1:
+                            sub //= 2
+                            stats.fallbacks.append(f"batch->{sub}")
+                            continue
+                        raise _Retry("tile" if plan.tile_shape[0] > 2 * 64 else "cpu") from None
+                    if cuda:
+                        host = torch.empty(y8.shape, dtype=torch.uint8, pin_memory=True)
+                        host.copy_(y8, non_blocking=True)
+                        ev = torch.cuda.Event()
+                        ev.record()
+                        pending.append((group[i : i + sub], host, ev))
+                        while len(pending) > 2:  # write the oldest batch; the GPU already has newer work queued
+                            _write(pending.pop(0), out)
+                    else:
+                        _write((group[i : i + sub], y8, None), out)
+                    i += len(xs)
+                    done += len(xs)
+                if progress is not None:
+                    progress(done, len(plan.tiles))
+            while pending:
+                _write(pending.pop(0), out)
+    finally:
+        reader.stop.set()
+        reader.join(timeout=10)
+
+
+def _write(entry, out) -> None:
+    tiles, y8, ev = entry
+    if ev is not None:
+        ev.synchronize()
+    arr = y8.numpy()
+    for k, t in enumerate(tiles):
+        oy, ox = t.cy0 - t.y0, t.cx0 - t.x0
+        out[:, t.cy0 : t.cy1, t.cx0 : t.cx1] = arr[k, :, oy : oy + t.cy1 - t.cy0, ox : ox + t.cx1 - t.cx0]

@@ -1,0 +1,172 @@
+"""Probabilities -> instance labels, seam-free on images of any size.
+
+The model gives a *foreground* probability and a normalised *distance* map (1 at an object's
+centre, falling to 0 at its edge). Locally:
+
+1. foreground = ``p_fg > foreground_threshold``;
+2. seeds = connected components of ``distance > seed_threshold`` inside the foreground;
+3. a seeded watershed on ``-distance`` floods the foreground from the seeds (touching objects
+   split along the valley of the distance map); foreground islands that no seed reaches become
+   objects of their own; objects under ``min_size`` pixels are dropped.
+
+Models with a single (foreground) output use the Euclidean distance transform of the foreground
+as the distance map.
+
+**Seams.** Large planes are processed in blocks, each read with a ``halo`` of context. Every
+object has an *anchor*: the first pixel, in raster order, of its seed (or of itself when it has
+no seed). The block whose core holds the anchor *owns* the object and writes all of its pixels,
+also those in a neighbour's core; other blocks that see the object leave it alone. Seeds and
+watershed are local computations, so when every cluster of touching objects is smaller than the
+halo, each owned object is exactly what whole-image processing gives, and an object crossing
+block borders gets one id. A plane that fits in one block is processed whole. Ids are
+consecutive from ``start_id`` in raster order of blocks.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+from scipy import ndimage
+
+from ..errors import CancelToken
+
+_EIGHT = np.ones((3, 3), bool)
+
+
+@dataclass(frozen=True)
+class InstanceParams:
+    """Postprocessing parameters (thresholds are probabilities in (0, 1))."""
+
+    foreground_threshold: float = 0.5
+    seed_threshold: float = 0.5
+    min_size: int = 12
+    block: int = 2048
+    """Core side of a postprocessing block (pixels)."""
+    halo: int = 96
+    """Context around each block: must exceed the largest cluster of touching objects."""
+
+
+@dataclass(frozen=True)
+class Window:
+    """A block: the window read (``y0:y1, x0:x1``) and its core (``cy0:cy1, cx0:cx1``), image coordinates."""
+
+    y0: int
+    y1: int
+    x0: int
+    x1: int
+    cy0: int
+    cy1: int
+    cx0: int
+    cx1: int
+
+
+def plan_blocks(shape: tuple[int, int], block: int, halo: int) -> list[Window]:
+    """Non-overlapping cores of about ``block`` pixels, each with ``halo`` context clipped to the plane."""
+    h, w = shape
+    ny, nx = max(1, round(h / block)), max(1, round(w / block))
+    ys = np.linspace(0, h, ny + 1).round().astype(int)
+    xs = np.linspace(0, w, nx + 1).round().astype(int)
+    return [
+        Window(max(0, ys[i] - halo), min(h, ys[i + 1] + halo), max(0, xs[j] - halo), min(w, xs[j + 1] + halo), ys[i], ys[i + 1], xs[j], xs[j + 1])
+        for i in range(ny)
+        for j in range(nx)
+    ]
+
+
+def local_instances(fg: np.ndarray, dist: np.ndarray | None, params: InstanceParams) -> tuple[np.ndarray, np.ndarray]:
+    """Instance labels of one window and each object's anchor (flat index of its first seed pixel).
+
+    ``fg`` and ``dist`` are uint8 probability maps (0..255). Returns ``labels`` (int32, 1..n) and
+    ``anchors`` (int64, ``anchors[i]`` belongs to label ``i + 1``).
+    """
+    from skimage.segmentation import watershed
+
+    mask = fg > round(params.foreground_threshold * 255)
+    if dist is None:
+        d = ndimage.distance_transform_edt(mask)
+        peak = ndimage.maximum_filter(d, size=3)
+        dist = np.clip(d / max(1.0, float(d.max())) * 255, 0, 255).astype(np.uint8)
+        seeds = mask & (d >= peak) & (d > 1)
+    else:
+        seeds = mask & (dist > round(params.seed_threshold * 255))
+    markers, n_seeds = ndimage.label(seeds, structure=_EIGHT)
+    if n_seeds:
+        labels = watershed(-dist.astype(np.int16), markers, mask=mask)
+    else:
+        labels = np.zeros(mask.shape, np.int32)
+    rest = mask & (labels == 0)
+    if rest.any():
+        extra, n_extra = ndimage.label(rest, structure=_EIGHT)
+        labels[extra > 0] = extra[extra > 0] + n_seeds
+        markers = np.where(extra > 0, extra + n_seeds, markers)
+    labels = labels.astype(np.int32, copy=False)
+    n = int(labels.max())
+    if n == 0:
+        return labels, np.zeros(0, np.int64)
+    flat_idx = np.flatnonzero(markers)  # raster order
+    first = np.full(n + 1, -1, np.int64)
+    ids = markers.ravel()[flat_idx]
+    uniq, pos = np.unique(ids, return_index=True)
+    first[uniq] = flat_idx[pos]
+    areas = np.bincount(labels.ravel(), minlength=n + 1)
+    keep = (areas >= max(1, params.min_size)) & (first >= 0)
+    keep[0] = False
+    lut = np.zeros(n + 1, np.int32)
+    lut[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
+    return lut[labels], first[keep]
+
+
+BlockCallback = Callable[[Window, np.ndarray, int, int], None]
+"""``on_block(window, labels_window, first_id, last_id)``: ``labels_window`` holds the global ids of the
+objects this block owns (others 0), ``first_id..last_id`` inclusive (none when ``last_id < first_id``)."""
+
+
+def labels_from_probabilities(
+    probs,
+    out,
+    params: InstanceParams = InstanceParams(),
+    *,
+    start_id: int = 1,
+    on_block: BlockCallback | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    cancel: CancelToken | None = None,
+) -> tuple[int, float]:
+    """Write instance labels of ``probs`` ``(K, H, W)`` uint8 into ``out`` ``(H, W)`` (zeroed, int32).
+
+    Returns ``(next_id, seconds spent turning probabilities into labels)``; the time spent in
+    ``on_block`` (e.g. measuring) is not counted.
+    """
+    shape = tuple(probs.shape[1:])
+    windows = plan_blocks(shape, params.block, params.halo)
+    next_id = start_id
+    busy = 0.0
+    for i, w in enumerate(windows):
+        if cancel is not None:
+            cancel.raise_if_cancelled()
+        t0 = time.perf_counter()
+        p = np.asarray(probs[:, w.y0 : w.y1, w.x0 : w.x1])
+        labels, anchors = local_instances(p[0], p[1] if p.shape[0] > 1 else None, params)
+        ww = w.x1 - w.x0
+        ay, ax = anchors // ww + w.y0, anchors % ww + w.x0
+        owned = (ay >= w.cy0) & (ay < w.cy1) & (ax >= w.cx0) & (ax < w.cx1)
+        lut = np.zeros(len(anchors) + 1, np.int32)
+        n_owned = int(owned.sum())
+        lut[1:][owned] = np.arange(next_id, next_id + n_owned, dtype=np.int32)
+        glob = lut[labels]
+        if len(windows) == 1:
+            out[w.y0 : w.y1, w.x0 : w.x1] = glob
+        else:
+            region = np.asarray(out[w.y0 : w.y1, w.x0 : w.x1])
+            sel = glob > 0
+            region[sel] = glob[sel]
+            out[w.y0 : w.y1, w.x0 : w.x1] = region
+        busy += time.perf_counter() - t0
+        if on_block is not None:
+            on_block(w, glob, next_id, next_id + n_owned - 1)
+        next_id += n_owned
+        if progress is not None:
+            progress(i + 1, len(windows))
+    return next_id, busy
