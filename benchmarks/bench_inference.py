@@ -1,0 +1,147 @@
+"""End-to-end tiled segmentation against the bare model forward; peak memory at 4k and 16k.
+
+    python benchmarks/bench_inference.py [--device cpu|cuda|auto] [--size 4096] [--big 16384] [--no-big]
+
+Generates (once, cached in --workdir) synthetic uint16 nuclei images as zarr, then, each in a
+fresh process so peak RSS is that run's alone, runs ``napari_impc_dl.api.segment`` with the
+starter model and the engine's default tile and halo: open, read, tile, batch, forward, stitch,
+postprocess, write labels, measure, write CSVs. The bare forward runs the same model (same
+device, memory format and precision) over the same number of pixels in 512 x 512 tiles, with
+no IO, no halo and no postprocessing. The last line printed is one JSON object:
+
+    end_to_end_s, mpx_per_s, postprocess_s, bare_forward_s, efficiency, postprocess_share,
+    peak_rss_mb_4k, peak_rss_mb_16k, ... (tile shape, tiles, objects, device, timings)
+
+``efficiency = bare_forward_s / (end_to_end_s - postprocess_s)``;
+``postprocess_share = postprocess_s / end_to_end_s``. Figures, not asserts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def _child(args) -> None:
+    from napari_impc_dl import api
+
+    out = Path(tempfile.mkdtemp(prefix="bench-out-", dir=args.workdir))
+    t0 = time.perf_counter()
+    report = api.segment([args.image], out, model=args.model, device=args.device, batch=args.batch)
+    e2e = time.perf_counter() - t0
+    t = report.timings[0]
+    print(json.dumps({
+        "end_to_end_s": e2e,
+        "postprocess_s": t["postprocess_s"],
+        "inference_s": t["inference_s"],
+        "measure_s": t["measure_s"],
+        "tiles": t["tiles"],
+        "tile_shape": t["tile_shape"],
+        "overhead": t["overhead"],
+        "device": t["device"],
+        "n_objects": report.n_objects,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }))
+    import shutil
+
+    shutil.rmtree(out, ignore_errors=True)
+
+
+def _bare(args, n_pixels: int) -> float:
+    import torch
+
+    from napari_impc_dl import api
+    from napari_impc_dl.inference.engine import _autocast
+
+    model = api.load_model(args.model, device=args.device)
+    dev = model.device
+    batch = args.batch if dev.type == "cuda" else 1
+    n_tiles = max(1, round(n_pixels / (512 * 512)))
+    x = torch.randn(batch, model.info.in_channels, 512, 512, device=dev).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode(), _autocast(dev):
+        for _ in range(2):
+            model.forward(x)
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        for _ in range(0, n_tiles, batch):
+            model.forward(x)
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+    return time.perf_counter() - t0
+
+
+def _run_child(args, image: Path) -> dict:
+    cmd = [sys.executable, __file__, "--child", "--image", str(image), "--workdir", str(args.workdir), "--device", args.device, "--model", args.model, "--batch", str(args.batch)]
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    if res.returncode != 0:
+        sys.stderr.write(res.stderr)
+        raise SystemExit(f"benchmark run on {image} failed")
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--model", default="nuclei")
+    ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--size", type=int, default=4096)
+    ap.add_argument("--big", type=int, default=16384)
+    ap.add_argument("--no-big", action="store_true", help="skip the 16k run (peak_rss_mb_16k = null)")
+    ap.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "napari-impc-dl-bench")
+    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--image", default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    if args.child:
+        return _child(args)
+
+    from napari_impc_dl.synthetic import write_large_nuclei_zarr
+
+    images = {}
+    for size in [args.size] + ([] if args.no_big else [args.big]):
+        path = args.workdir / f"nuclei_{size}.zarr"
+        if not path.exists():
+            t0 = time.perf_counter()
+            write_large_nuclei_zarr(path, size, seed=11)
+            print(f"generated {path} in {time.perf_counter() - t0:.0f}s", file=sys.stderr, flush=True)
+        images[size] = path
+    small = _run_child(args, images[args.size])
+    print(f"{args.size}: {json.dumps(small)}", file=sys.stderr, flush=True)
+    bare = _bare(args, args.size * args.size)
+    big = None if args.no_big else _run_child(args, images[args.big])
+    if big:
+        print(f"{args.big}: {json.dumps(big)}", file=sys.stderr, flush=True)
+    e2e, post = small["end_to_end_s"], small["postprocess_s"]
+    print(json.dumps({
+        "end_to_end_s": round(e2e, 3),
+        "mpx_per_s": round(args.size * args.size / 1e6 / e2e, 3),
+        "postprocess_s": round(post, 3),
+        "bare_forward_s": round(bare, 3),
+        "efficiency": round(bare / (e2e - post), 3),
+        "postprocess_share": round(post / e2e, 3),
+        "peak_rss_mb_4k": round(small["peak_rss_mb"], 1),
+        "peak_rss_mb_16k": round(big["peak_rss_mb"], 1) if big else None,
+        "end_to_end_s_16k": round(big["end_to_end_s"], 1) if big else None,
+        "inference_s": round(small["inference_s"], 3),
+        "measure_s": round(small["measure_s"], 3),
+        "tile_shape": small["tile_shape"],
+        "tiles": small["tiles"],
+        "halo_overhead": small["overhead"],
+        "n_objects": small["n_objects"],
+        "device": small["device"],
+        "size": args.size,
+        "big": None if args.no_big else args.big,
+        "threads": os.cpu_count(),
+    }))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,95 @@
+"""Writing results safely: atomic files, a staging folder per run, writable-folder checks.
+
+A run writes everything into a hidden staging folder inside the output folder and moves each
+file into place only when the whole run succeeded, so a failed or cancelled run leaves nothing
+that could be mistaken for a result.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputError
+
+
+def ensure_writable_dir(path: str | os.PathLike) -> Path:
+    """Create ``path`` if needed and prove it is writable, or raise an actionable error."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=path)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise InputError(
+            f"Cannot write to the output folder '{path}' ({exc.strerror or exc})",
+            "Choose a folder you can write to with --out",
+        ) from None
+    return path
+
+
+class Staging:
+    """A hidden folder in ``out_dir`` collecting a run's outputs; :meth:`commit` moves them into place."""
+
+    def __init__(self, out_dir: Path) -> None:
+        self.out_dir = Path(out_dir)
+        self.dir = Path(tempfile.mkdtemp(prefix=".napari-impc-dl-run-", dir=self.out_dir))
+        self._files: list[str] = []
+
+    def path(self, name: str) -> Path:
+        """Where to write output ``name`` during the run."""
+        self._files.append(name)
+        return self.dir / name
+
+    def commit(self) -> list[Path]:
+        """Move every staged output to ``out_dir`` (replacing results of earlier runs) and remove the staging folder."""
+        final = []
+        for name in self._files:
+            src, dst = self.dir / name, self.out_dir / name
+            if not src.exists():
+                continue
+            if dst.is_dir() and not dst.is_symlink():
+                shutil.rmtree(dst)
+            os.replace(src, dst)
+            final.append(dst)
+        shutil.rmtree(self.dir, ignore_errors=True)
+        return final
+
+    def abort(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def write_tif_atomic(path: Path, array: np.ndarray) -> None:
+    """Write a (compressed) TIFF via a temporary file in the same folder."""
+    import tifffile
+
+    tmp = path.with_name(f".{path.name}.part")
+    try:
+        tifffile.imwrite(tmp, np.asarray(array), compression="zlib", metadata={"axes": "YX" if array.ndim == 2 else None} if array.ndim == 2 else None)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_csv_atomic(path: Path, frame) -> None:
+    """Write a pandas DataFrame as CSV via a temporary file in the same folder."""
+    tmp = path.with_name(f".{path.name}.part")
+    try:
+        frame.to_csv(tmp, index=False)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def create_zarr(path: Path, shape: tuple[int, ...], dtype, chunks: tuple[int, ...]):
+    """A new zarr (v3) array at ``path`` (zstd-compressed, zero-filled)."""
+    import zarr
+
+    return zarr.create_array(store=str(path), shape=shape, dtype=dtype, chunks=chunks, fill_value=0, overwrite=True)

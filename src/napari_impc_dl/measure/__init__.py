@@ -1,0 +1,1 @@
+"""Measurements on label images: instance matching metrics, region properties, counts, tables."""

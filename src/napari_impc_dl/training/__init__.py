@@ -1,0 +1,1 @@
+"""Training segmentation models: targets from instance masks, the loop, validation metrics."""
