@@ -118,3 +118,13 @@ def test_cuda_matches_cpu(starter):
     gpu, stats = _run(gpu_model, img, tile=256, halo=16, batch=4)
     assert "cuda" in stats.device
     assert np.mean(np.abs(cpu.astype(int) - gpu)) < 2  # bf16 autocast
+
+
+def test_float_outputs_are_written_raw(tiny_model):
+    img = np.random.default_rng(0).integers(0, 4000, (200, 300)).astype(np.uint16)
+    q, _ = _run(tiny_model, img, tile=128, halo=16)
+    f = np.zeros((2,) + img.shape, np.float32)
+    norm = percentile_normalizer(img.reshape(1, -1), 1, 99.8)
+    predict_plane(tiny_model, _reader(img), img.shape, f, norm, tile=128, halo=16)
+    assert f.dtype == np.float32 and 0 <= f.min() and f.max() <= 1
+    assert np.abs(np.round(f * 255) - q).max() <= 1

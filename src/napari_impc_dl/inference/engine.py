@@ -11,8 +11,9 @@
 * ``progress(done, total)`` is called after every batch; ``cancel`` (a :class:`CancelToken`) is
   checked between batches.
 
-Probabilities are stored as uint8 (``round(p * 255)``): a quarter of float32's memory and IO, and
-finer than any threshold a user sets.
+When ``out`` is uint8, outputs are probabilities stored as ``round(p * 255)``: a quarter of
+float32's memory and IO, and finer than any threshold a user sets. Any other ``out`` dtype (e.g.
+float32 for models whose outputs are not probabilities) receives the raw values.
 """
 
 from __future__ import annotations
@@ -160,7 +161,9 @@ def predict_plane(
     progress: ProgressFn | None = None,
     cancel: CancelToken | None = None,
 ) -> EngineStats:
-    """Run ``model`` over one ``(H, W)`` plane in tiles and write uint8 probabilities to ``out`` ``(K, H, W)``.
+    """Run ``model`` over one ``(H, W)`` plane in tiles and write its outputs to ``out`` ``(K, H, W)``.
+
+    uint8 ``out``: probabilities quantised to 0..255; other dtypes: raw output values.
 
     ``read(tile)`` returns the raw ``(C, h, w)`` window ``[tile.y0:tile.y1, tile.x0:tile.x1]``.
     ``out`` is any writable array (numpy, zarr). Tile and halo default to the model's own.
@@ -198,6 +201,7 @@ def _run_plan(model, read, plan: TilePlan, out, normalize, batch, progress, canc
     cuda = device.type == "cuda"
     stats.n_tiles, stats.tile_shape, stats.halo = len(plan.tiles), plan.tile_shape, plan.halo
     stats.overhead, stats.device, stats.batch = plan.overhead, describe_device(device), batch
+    quantize = np.dtype(out.dtype) == np.uint8
     reader = _Reader(read, plan, normalize, batch, pin=cuda)
     reader.start()
     pending: list = []  # (tiles, host uint8 tensor, cuda event) waiting to be written
@@ -222,7 +226,7 @@ def _run_plan(model, read, plan: TilePlan, out, normalize, batch, progress, canc
                     try:
                         xd = xs.to(device, non_blocking=cuda).contiguous(memory_format=torch.channels_last)
                         y = model.forward(xd)
-                        y8 = y.float().mul_(255.0).add_(0.5).clamp_(0, 255).to(torch.uint8)
+                        y8 = y.float().mul_(255.0).add_(0.5).clamp_(0, 255).to(torch.uint8) if quantize else y.float()
                     except (RuntimeError, MemoryError) as exc:
                         if not (cuda and _is_oom(exc)):
                             raise
@@ -233,7 +237,7 @@ def _run_plan(model, read, plan: TilePlan, out, normalize, batch, progress, canc
                             continue
                         raise _Retry("tile" if plan.tile_shape[0] > 2 * 64 else "cpu") from None
                     if cuda:
-                        host = torch.empty(y8.shape, dtype=torch.uint8, pin_memory=True)
+                        host = torch.empty(y8.shape, dtype=y8.dtype, pin_memory=True)
                         host.copy_(y8, non_blocking=True)
                         ev = torch.cuda.Event()
                         ev.record()
