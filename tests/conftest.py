@@ -43,3 +43,19 @@ def nuclei_768():
     from napari_impc_dl.synthetic import make_nuclei_image
 
     return make_nuclei_image((768, 768), seed=424242, density=0.45)
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory):
+    """A tiny random-weight checkpoint file (for plumbing tests that do not care about accuracy)."""
+    import torch
+
+    from napari_impc_dl.models import registry
+    from napari_impc_dl.models.card import ModelCard, TilingSpec
+    from napari_impc_dl.models.checkpoint import save_checkpoint
+
+    torch.manual_seed(0)
+    spec = registry.architecture("tiny", in_channels=1)
+    path = tmp_path_factory.mktemp("models") / "tiny.safetensors"
+    save_checkpoint(registry.build(spec), ModelCard(name="tiny-test", architecture=spec, tiling=TilingSpec(tile=128, halo=16, step=8, min_tile=32)), path)
+    return path
