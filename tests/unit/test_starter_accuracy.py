@@ -31,7 +31,7 @@ def test_tiled_labels_equal_whole_image_labels(starter, nuclei_768):
     assert whole.timings["tiles"] == 1
     tile = 256
     tiled = api.segment_image(img, starter, SegmentConfig(tile=tile, device="cpu", block=256, block_halo=96))
-    assert tiled.timings["tiles"] > 9
+    assert tiled.timings["tiles"] >= 9
     # objects straddle every inner tile border
     plan = plan_tiles(img.shape, tile, starter.info.tiling.halo)
     lw = whole.labels

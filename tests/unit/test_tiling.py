@@ -12,7 +12,9 @@ def test_cores_partition_the_plane_and_keep_halo_context(shape, tile, halo):
     th, tw = plan.tile_shape
     assert th % 32 == 0 and tw % 32 == 0
     for t in plan.tiles:
-        assert t.y1 - t.y0 + plan.pad[0] == th and t.x1 - t.x0 + plan.pad[1] == tw  # all tiles batchable
+        assert t.y1 - t.y0 + t.py == th and t.x1 - t.x0 + t.px == tw  # all tiles batchable
+        assert t.y0 % 32 == 0 and t.x0 % 32 == 0  # aligned with the network's pooling grid
+        assert t.py < 32 and t.px < 32 or len(plan.tiles) == 1  # padding only rounds the image up
         assert 0 <= t.y0 <= t.cy0 < t.cy1 <= t.y1 <= shape[0]
         assert 0 <= t.x0 <= t.cx0 < t.cx1 <= t.x1 <= shape[1]
         # an inner core edge has at least `halo` pixels of context
@@ -36,14 +38,15 @@ def test_grid_is_fitted_so_the_halo_costs_little():
 
 def test_small_plane_is_one_padded_tile():
     plan = plan_tiles((300, 200), 1024, 16)
-    assert len(plan.tiles) == 1 and plan.tile_shape == (320, 224) and plan.pad == (20, 24)
+    t = plan.tiles[0]
+    assert len(plan.tiles) == 1 and plan.tile_shape == (320, 224) and (t.py, t.px) == (20, 24)
 
 
 def test_fixed_tile_models():
     plan = plan_tiles((100, 300), 999, 8, step=1, min_tile=1, fixed=64)
     assert plan.tile_shape == (64, 64) and all(t.y1 - t.y0 == 64 for t in plan.tiles)
     plan = plan_tiles((40, 40), 999, 8, step=1, min_tile=1, fixed=64)
-    assert plan.tile_shape == (64, 64) and plan.pad == (24, 24)
+    assert plan.tile_shape == (64, 64) and (plan.tiles[0].py, plan.tiles[0].px) == (24, 24)
 
 
 def test_tile_too_small_for_halo_is_refused():

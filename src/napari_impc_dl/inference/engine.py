@@ -100,7 +100,7 @@ class _Reader(threading.Thread):
 
     def _load(self, tile: Tile) -> np.ndarray:
         x = self.read(tile)
-        py, px = self.plan.pad
+        py, px = tile.py, tile.px
         if py or px:
             mode = "reflect" if (x.shape[1] > py and x.shape[2] > px) else "edge"
             x = np.pad(x, ((0, 0), (0, py), (0, px)), mode=mode)
@@ -131,6 +131,10 @@ class _Reader(threading.Thread):
                 return
             except queue.Full:
                 continue
+
+
+def _ints(v) -> tuple[int, ...]:
+    return tuple(v) if isinstance(v, (tuple, list)) else (v,)
 
 
 def _autocast(device):
@@ -182,8 +186,9 @@ def predict_plane(
             action = str(r)
             stats.fallbacks.append(action)
             if action == "tile":
-                tile = max(rules.min_tile, (tile // 2) // rules.step * rules.step)
-                halo = min(halo, max(0, (tile - rules.step) // 4))
+                step, min_tile = max(_ints(rules.step)), max(_ints(rules.min_tile))  # per-axis rules: the larger
+                tile = max(min_tile, (tile // 2) // step * step)
+                halo = min(halo, max(0, (tile - step) // 4))
                 batch = 1
             elif action == "cpu":
                 warnings.warn("GPU out of memory even with a batch of one minimal tile: continuing on the CPU (slower)", RuntimeWarning, stacklevel=2)

@@ -76,10 +76,28 @@ def plan_blocks(shape: tuple[int, int], block: int, halo: int) -> list[Window]:
     ]
 
 
-def local_instances(fg: np.ndarray, dist: np.ndarray | None, params: InstanceParams) -> tuple[np.ndarray, np.ndarray]:
+def _flood_priority(dist: np.ndarray, origin: tuple[int, int]) -> np.ndarray:
+    """Watershed priority: ``-dist`` with plateaus broken by a hash of the *global* pixel coordinates.
+
+    Quantised distance maps have plateaus, and a watershed resolves a plateau in the order pixels
+    entered its queue, which depends on where the window starts. A tie-breaker that depends only
+    on a pixel's position in the image makes the flooding, hence the labels, the same in every
+    window that holds the whole object.
+    """
+    h, w = dist.shape
+    y = np.arange(origin[0], origin[0] + h, dtype=np.uint64)[:, None]
+    x = np.arange(origin[1], origin[1] + w, dtype=np.uint64)[None, :]
+    tie = ((y * np.uint64(2654435761)) ^ (x * np.uint64(40503)) ^ (y * x)) & np.uint64(0xFFFF)
+    return ((255 - dist.astype(np.int64)) << 16) | tie.astype(np.int64)
+
+
+def local_instances(
+    fg: np.ndarray, dist: np.ndarray | None, params: InstanceParams, origin: tuple[int, int] = (0, 0)
+) -> tuple[np.ndarray, np.ndarray]:
     """Instance labels of one window and each object's anchor (flat index of its first seed pixel).
 
-    ``fg`` and ``dist`` are uint8 probability maps (0..255). Returns ``labels`` (int32, 1..n) and
+    ``fg`` and ``dist`` are uint8 probability maps (0..255); ``origin`` is the window's position in
+    the image (for window-independent tie-breaking). Returns ``labels`` (int32, 1..n) and
     ``anchors`` (int64, ``anchors[i]`` belongs to label ``i + 1``).
     """
     from skimage.segmentation import watershed
@@ -94,7 +112,7 @@ def local_instances(fg: np.ndarray, dist: np.ndarray | None, params: InstancePar
         seeds = mask & (dist > round(params.seed_threshold * 255))
     markers, n_seeds = ndimage.label(seeds, structure=_EIGHT)
     if n_seeds:
-        labels = watershed(-dist.astype(np.int16), markers, mask=mask)
+        labels = watershed(_flood_priority(dist, origin), markers, mask=mask)
     else:
         labels = np.zeros(mask.shape, np.int32)
     rest = mask & (labels == 0)
@@ -148,7 +166,7 @@ def labels_from_probabilities(
             cancel.raise_if_cancelled()
         t0 = time.perf_counter()
         p = np.asarray(probs[:, w.y0 : w.y1, w.x0 : w.x1])
-        labels, anchors = local_instances(p[0], p[1] if p.shape[0] > 1 else None, params)
+        labels, anchors = local_instances(p[0], p[1] if p.shape[0] > 1 else None, params, origin=(w.y0, w.x0))
         ww = w.x1 - w.x0
         ay, ax = anchors // ww + w.y0, anchors % ww + w.x0
         owned = (ay >= w.cy0) & (ay < w.cy1) & (ax >= w.cx0) & (ax < w.cx1)

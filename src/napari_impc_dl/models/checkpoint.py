@@ -41,6 +41,9 @@ def save_checkpoint(model, card: ModelCard, path: str | os.PathLike) -> ModelCar
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".safetensors", dir=path.parent)
     os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; a model file is meant to be shared
     try:
         save_file(state, tmp, metadata={CARD_KEY: card.model_dump_json()})
         os.replace(tmp, path)
