@@ -7,6 +7,9 @@
     synth          synthetic datasets with ground truth
     evaluate       compare predicted label files with ground truth (F1 at IoU 0.5, ...)
     demo           the main job on the bundled sample
+    measure_labels a table for labels made elsewhere (drawn, imported, ground truth)
+    export         tables (objects.csv, counts.csv) and masks (TIFF / OME-Zarr) of results, e.g. napari layers
+    available_devices  CUDA (with the GPU's name), MPS, CPU; cheap, for the widgets
 
 Every function takes ``progress(done, total, stage)`` and ``cancel`` (a CancelToken) where it runs
 long. Heavy imports (torch) happen inside the functions, never at import time.
@@ -35,19 +38,36 @@ Progress = Callable[[int, int, str], None]
 # ----------------------------------------------------------------------------- models
 
 
-def load_model(model: str | os.PathLike | None = None, *, device: str = "auto"):
-    """A runnable model from a preset name (``"nuclei"``) or a checkpoint path, moved to ``device``."""
+def load_model(model: str | os.PathLike | None = None, *, device: str = "auto", weights: str | None = None, trust_code: bool = False):
+    """A runnable model on ``device`` from a preset name (``"nuclei"``), a checkpoint path, a BioImage Model Zoo
+    package (zip, folder or rdf.yaml) or the name of a model imported into the library (``zoo import``).
+
+    ``weights`` picks a package's weight format; ``trust_code`` lets a package's own Python code build its
+    network. A Runnable passed in is returned as it is.
+    """
     from .inference.engine import resolve_device
     from .inference.runnable import CheckpointModel
     from .presets import PRESETS, preset_path
 
+    if hasattr(model, "forward") and hasattr(model, "info"):
+        return model
     ref = "nuclei" if model is None else model
     if isinstance(ref, str) and ref.strip().lower() in PRESETS:
         path = preset_path(ref)
     else:
+        from .zoo import library
+        from .zoo.package import looks_like_package
+
         path = Path(ref)
+        if looks_like_package(path) or (not path.exists() and library.find(str(ref)) is not None):
+            from .zoo.adapter import load_package
+
+            return load_package(ref, device=str(resolve_device(device)), weights=weights, trust_code=trust_code)
         if not path.exists():
-            raise InputError(f"Model '{ref}' is neither a bundled preset nor an existing file", f"Use one of the presets ({', '.join(PRESETS)}) or a checkpoint path")
+            raise InputError(
+                f"Model '{ref}' is neither a bundled preset, an existing file nor a model in the library",
+                f"Use one of the presets ({', '.join(PRESETS)}), a checkpoint or package path, or a name from `napari-impc-dl zoo list`",
+            )
     return CheckpointModel.load(path, device=str(resolve_device(device)))
 
 
@@ -188,7 +208,7 @@ def segment_image(
     from .measure.regions import measure_objects
 
     config = config or SegmentConfig()
-    if model is None or isinstance(model, (str, os.PathLike)):
+    if not _is_runnable(model):
         model = load_model(model, device=config.device)
     source, owned = _as_source(image, config)
     try:
@@ -209,13 +229,22 @@ def segment_image(
                 x = source.read(plane, slice(t.y0, t.y1), slice(t.x0, t.x1))
                 return x[channels] if channels is not None else x
 
-            sample = source.sample(plane)
-            normalize = model.fit_normalizer(sample[channels] if channels is not None else sample)
+            whole_image = getattr(model, "normalizer_for_image", None)  # optional hook: statistics of the whole image, streamed
+            if whole_image is not None:
+                normalize = whole_image(source, plane, channels)
+            else:
+                sample = source.sample(plane)
+                normalize = model.fit_normalizer(sample[channels] if channels is not None else sample)
             p_plane = _plane(probs, plane)
+            finalize = getattr(model, "finalize_plane", None)  # optional hook: outputs that need whole-image postprocessing
+            target = p_plane if finalize is None else model.raw_buffer((H, W))
             stats = predict_plane(
-                model, read, (H, W), p_plane, normalize, tile=config.tile, halo=config.halo, batch=config.batch,
+                model, read, (H, W), target, normalize, tile=config.tile, halo=config.halo, batch=config.batch,
                 progress=_stage(progress, f"inference {pi + 1}/{len(planes)}" if len(planes) > 1 else "inference"), cancel=cancel,
             )
+            if finalize is not None:
+                finalize(target, p_plane)
+                del target
             timings["inference_s"] += stats.seconds
             timings["tiles"] = timings.get("tiles", 0) + stats.n_tiles
             timings["tile_shape"], timings["device"], timings["overhead"] = list(stats.tile_shape), stats.device, round(stats.overhead, 4)
@@ -258,6 +287,11 @@ def segment_image(
             source.close()
 
 
+def _is_runnable(model) -> bool:
+    """An already-loaded model (anything with the Runnable protocol's ``info`` and ``forward``)."""
+    return hasattr(model, "info") and hasattr(model, "forward")
+
+
 def _instance_params(model, config: SegmentConfig):
     from .inference.instances import InstanceParams
 
@@ -272,10 +306,19 @@ def _instance_params(model, config: SegmentConfig):
     )
 
 
-def relabel(result: SegmentationResult, image, config: SegmentConfig, *, cancel: CancelToken | None = None) -> SegmentationResult:
+def relabel(
+    result: SegmentationResult,
+    image,
+    config: SegmentConfig,
+    *,
+    labels_store=None,
+    progress: Progress | None = None,
+    cancel: CancelToken | None = None,
+) -> SegmentationResult:
     """Re-run only the postprocessing of ``result`` with ``config``'s thresholds (no model needed).
 
-    ``image`` is the same image (for intensity measurements). Returns a new result with new labels.
+    ``image`` is the same image (for intensity measurements). Returns a new result with new labels,
+    written into ``labels_store`` when given (e.g. a zarr array for a large image), else a new numpy array.
     """
     import pandas as pd
 
@@ -293,7 +336,7 @@ def relabel(result: SegmentationResult, image, config: SegmentConfig, *, cancel:
         )
         channels = [config.channel] if config.channel is not None else None
         names = [f"c{c}" for c in (channels or range(source.n_channels))]
-        labels = np.zeros(result.labels.shape, np.int32)
+        labels = labels_store if labels_store is not None else np.zeros(result.labels.shape, np.int32)
         tables, next_id = [], 1
         for plane in source.planes():
             def on_block(w, glob, first, last, plane=plane):
@@ -305,7 +348,7 @@ def relabel(result: SegmentationResult, image, config: SegmentConfig, *, cancel:
 
             p_plane = _plane(result.probabilities, plane)
             l_plane = _plane(labels, plane)
-            next_id, _ = labels_from_probabilities(p_plane, l_plane, params, start_id=next_id, on_block=on_block, cancel=cancel)
+            next_id, _ = labels_from_probabilities(p_plane, l_plane, params, start_id=next_id, on_block=on_block, progress=_stage(progress, "postprocessing"), cancel=cancel)
         objects = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=["label"])
         new_params = dict(result.params, foreground_threshold=params.foreground_threshold, seed_threshold=params.seed_threshold, min_size=params.min_size)
         return SegmentationResult(result.name, labels, result.probabilities, objects, next_id - 1, result.model, new_params, {}, result.stack_axes)
@@ -358,7 +401,7 @@ def segment(
     if not inputs:
         raise InputError("No input images were given", "Pass one or more image files (tif, ome-tif, zarr, png, jpg, npy)")
     out = Path(out_dir)
-    runnable = load_model(model, device=config.device)
+    runnable = model if _is_runnable(model) else load_model(model, device=config.device)
     sources = []
     try:
         stems: dict[str, Path] = {}
@@ -459,3 +502,222 @@ def demo(out_dir: str | os.PathLike = "napari-impc-dl-demo", *, device: str = "a
         "n_true": m.n_true,
         "f1_at_0.5": round(m.f1, 4),
     }
+
+
+# ----------------------------------------------------------------------------- export (widgets and scripts)
+
+
+def measure_labels(labels, image=None, *, name: str = "labels", stack_axes: str = "", model: dict | None = None, params: dict | None = None) -> SegmentationResult:
+    """A :class:`SegmentationResult` for a label image made elsewhere (drawn, imported, ground truth).
+
+    Measures every object (shape columns, plus intensity columns when ``image`` fits the labels).
+    ``model`` / ``params`` record provenance when known; otherwise the model columns stay empty.
+    """
+    from .io.export import measure_labels as _measure
+
+    objects, n = _measure(labels, image, stack_axes=stack_axes)
+    return SegmentationResult(name, labels, None, objects, n, dict(model or {"name": "", "hash": ""}), dict(params or {}), {}, stack_axes)
+
+
+def export(
+    results: Sequence[SegmentationResult],
+    out_dir: str | os.PathLike,
+    *,
+    masks: str = "tif",
+    tables: bool = True,
+    protect: Sequence[str | os.PathLike] = (),
+    progress: Progress | None = None,
+    cancel: CancelToken | None = None,
+):
+    """Write ``objects.csv`` and ``counts.csv`` (the CLI's columns) and masks (``tif``, ``ome-zarr`` or ``none``).
+
+    Files are ``<name>_labels.tif`` / ``<name>_labels.ome.zarr`` (OME-Zarr 0.5 with a multiscale
+    pyramid). Nothing in ``protect`` (the inputs) is ever overwritten; outputs are staged and moved
+    into place only when all succeeded. Returns an :class:`~napari_impc_dl.io.export.ExportReport`.
+    """
+    from .io.export import export_results
+
+    return export_results(results, out_dir, masks=masks, tables=tables, protect=protect, progress=progress, cancel=cancel)
+
+
+def available_devices(*, use_torch: bool | None = None):
+    """Devices a model can run on here (CUDA with the GPU's name, MPS, CPU), accelerators first.
+
+    Cheap by default: torch is asked only when already imported (see :mod:`napari_impc_dl.devices`).
+    """
+    from .devices import detect_devices
+
+    return detect_devices(use_torch=use_torch)
+
+
+# ----------------------------------------------------------------------------- results shaped for a viewer
+
+
+@dataclass
+class LayerResult:
+    """A segmentation shaped for display in an image viewer (the napari Segment widget).
+
+    ``levels`` is ``[labels]``, or for a large plane a multiscale pyramid ``[level0, level1, ...]``
+    (each half the size of the one before), so a viewer reads only what it shows. Labels,
+    probabilities and pyramid of a large image live in ``scratch`` (temporary zarr arrays, see
+    :class:`~napari_impc_dl.io.export.Scratch`; call ``scratch.cleanup()`` when done), small ones
+    in memory (``scratch`` is None).
+    """
+
+    result: SegmentationResult
+    levels: list
+    scratch: Any = None
+
+
+def _layer_levels(labels, scratch, pyramid_side: int, progress: Progress | None, cancel: CancelToken | None) -> list:
+    if scratch is None or max(labels.shape[-2:]) <= pyramid_side:
+        return [labels]
+    return scratch.pyramid(labels, progress=_stage(progress, "pyramid"), cancel=cancel)
+
+
+def segment_layer(
+    data,
+    model=None,
+    config: SegmentConfig | None = None,
+    *,
+    name: str = "image",
+    memory_limit_mpx: float = 16.0,
+    pyramid_side: int = 4096,
+    progress: Progress | None = None,
+    cancel: CancelToken | None = None,
+) -> LayerResult:
+    """Segment a viewer layer's data (numpy, dask, zarr; for a multiscale layer its level 0) for display.
+
+    Reads the image tile by tile (never whole). Above ``memory_limit_mpx`` megapixels (all planes)
+    labels and probabilities go to temporary zarr arrays, and planes wider than ``pyramid_side``
+    also get a label pyramid. A failure or cancel removes every temporary file.
+    """
+    from .io.export import Scratch
+    from .io.image import ImageSource
+
+    config = config or SegmentConfig()
+    if not _is_runnable(model):
+        model = load_model(model, device=config.device)
+    source = ImageSource.from_array(data, name=name, channel_axis=config.channel_axis)
+    check_input(source, model, config)
+    H, W = source.spatial_shape
+    stack = source.stack_shape
+    scratch = lstore = pstore = None
+    if float(np.prod(stack + (H, W))) / 1e6 > memory_limit_mpx:
+        scratch = Scratch()
+        lstore = scratch.array(stack + (H, W), np.int32, name="labels")
+        pstore = scratch.array(stack + (len(model.info.output_names), H, W), np.uint8, name="probabilities")
+    try:
+        result = segment_image(source, model, config, labels_store=lstore, probabilities_store=pstore, progress=progress, cancel=cancel)
+        return LayerResult(result, _layer_levels(result.labels, scratch, pyramid_side, progress, cancel), scratch)
+    except BaseException:
+        if scratch is not None:
+            scratch.cleanup()
+        raise
+
+
+def relabel_layer(
+    previous: LayerResult,
+    data,
+    config: SegmentConfig,
+    *,
+    pyramid_side: int = 4096,
+    progress: Progress | None = None,
+    cancel: CancelToken | None = None,
+) -> LayerResult:
+    """:func:`relabel` for a :class:`LayerResult`: new labels (and pyramid) from its cached probabilities.
+
+    The new arrays go into the same scratch folder; the previous ones stay until the caller removes
+    them (``Scratch.remove(previous.levels)``) once the viewer shows the new ones.
+    """
+    scratch = previous.scratch
+    store = scratch.array(tuple(previous.result.labels.shape), np.int32, name="labels") if scratch is not None else None
+    try:
+        result = relabel(previous.result, data, config, labels_store=store, progress=progress, cancel=cancel)
+        return LayerResult(result, _layer_levels(result.labels, scratch, pyramid_side, progress, cancel), scratch)
+    except BaseException:
+        if store is not None:
+            scratch.remove([store])
+        raise
+
+
+# ----------------------------------------------------------------------------- BioImage Model Zoo
+
+
+@dataclass
+class ImportReport:
+    """What :func:`import_model` did: the library name, where the package now lives, and its summary lines."""
+
+    name: str
+    folder: Path
+    summary: list[str]
+    formats: list[str]
+    already: bool = False
+
+
+def describe_package(package: str | os.PathLike):
+    """A package's validated, normalised description (:class:`napari_impc_dl.zoo.spec.ModelSpec`); nothing is run."""
+    from .zoo.adapter import resolve
+    from .zoo.spec import describe
+
+    return describe(resolve(package))
+
+
+def import_model(package: str | os.PathLike, *, name: str | None = None, replace: bool = False) -> ImportReport:
+    """Validate a package (zip, folder or rdf.yaml; never the network) and add it to the local model library.
+
+    Afterwards ``segment(..., model=name)`` finds it by name. Refuses packages we cannot run (only
+    TensorFlow weights, weights only listed by URL), a file whose sha256 does not match, and unsafe zips.
+    """
+    import shutil
+
+    from .zoo import library
+    from .zoo.adapter import choose_format
+    from .zoo.package import open_package, sha256_file
+    from .zoo.spec import check_files, describe, summary
+
+    src = Path(package).expanduser()
+    staging = library.home() / "cache"
+    pkg = open_package(src, cache_dir=staging)
+    spec = describe(pkg)
+    fmt = choose_format(spec, None, trust_code=True)  # runnable at all (trust is asked again when it runs)
+    check_files(spec)
+    content = pkg.zip_sha256 or sha256_file(pkg.rdf)
+    lib_name = library.slug(name or spec.name)
+    entry_exists = library.find(lib_name) is not None
+    zipped = pkg.zip_sha256 is not None
+    entry = library.add(
+        pkg.root, lib_name,
+        {"package_name": spec.name, "source": str(src.resolve()), "content_sha256": content, "rdf": pkg.rdf.name, "format_version": spec.format_version, "formats": spec.local_formats, "weights": fmt},
+        replace=replace, move=zipped, files=None if zipped else library.referenced_files(pkg.root, pkg.rdf, spec.raw),
+    )
+    if zipped:  # the extraction moved into the library; drop what is left of it in the cache
+        shutil.rmtree(staging / pkg.zip_sha256[:24], ignore_errors=True)
+    return ImportReport(entry.name, entry.folder, summary(spec), spec.local_formats, already=entry_exists and not replace)
+
+
+def export_model(
+    model: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    authors: Sequence[str] | None = None,
+    license: str | None = None,
+    cite: Sequence[str] | None = None,
+    tags: Sequence[str] | None = None,
+):
+    """Export a bundled preset or a checkpoint as a BioImage Model Zoo package (spec 0.5 zip) at ``out``."""
+    from .zoo.export import export_package
+
+    return export_package(model, out, name=name, description=description, authors=list(authors or []), license=license, cite=list(cite or []), tags=list(tags or []))
+
+
+def test_package(package: str | os.PathLike, *, weights: str | None = None, trust_code: bool = False, device: str = "cpu"):
+    """Run a package's own test inputs through our adapter and compare with its test outputs (``zoo test``)."""
+    from .zoo.conformance.test import run_test
+
+    return run_test(package, weights=weights, trust_code=trust_code, device=device)
+
+
+test_package.__test__ = False  # not a pytest test

@@ -70,7 +70,8 @@ def write_tif_atomic(path: Path, array: np.ndarray) -> None:
 
     tmp = path.with_name(f".{path.name}.part")
     try:
-        tifffile.imwrite(tmp, np.asarray(array), compression="zlib", metadata={"axes": "YX" if array.ndim == 2 else None} if array.ndim == 2 else None)
+        # deflate at level 1: readable everywhere (Fiji, QuPath), several times faster than the default level
+        tifffile.imwrite(tmp, np.asarray(array), compression="zlib", compressionargs={"level": 1}, metadata={"axes": "YX"} if array.ndim == 2 else None)
         os.replace(tmp, path)
     finally:
         if tmp.exists():
