@@ -23,9 +23,10 @@ class TileRules:
 
     tile: int = 1024
     halo: int = 16
-    step: int = 32
-    min_tile: int = 64
-    fixed: int | None = None
+    step: int | tuple[int, int] = 32
+    """Valid tile sides are ``min_tile + k * step``; a ``(y, x)`` pair when the axes differ."""
+    min_tile: int | tuple[int, int] = 64
+    fixed: int | tuple[int | None, int | None] | None = None
 
 
 @dataclass
@@ -42,7 +43,19 @@ class ModelInfo:
 
 
 class Runnable(Protocol):
-    """The engine-facing model protocol."""
+    """The engine-facing model protocol.
+
+    Two optional hooks, used by :func:`napari_impc_dl.api.segment_image` when a model has them
+    (BioImage Model Zoo packages do; our checkpoints need neither):
+
+    * ``normalizer_for_image(source, plane, channels) -> Normalizer``: a normaliser from statistics
+      of the *whole* plane (or image), streamed from the ImageSource, instead of ``fit_normalizer``
+      on a pixel sample;
+    * ``finalize_plane`` (not None) with ``raw_buffer((H, W))``: ``forward`` returns raw outputs,
+      the engine writes them into the float32 buffer, and ``finalize_plane(buffer, out)`` turns the
+      whole plane into ``out``'s ``(K, H, W)`` uint8 probabilities (postprocessing that needs
+      statistics of the whole output).
+    """
 
     info: ModelInfo
 
