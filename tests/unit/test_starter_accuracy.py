@@ -26,6 +26,7 @@ def test_f1_on_unseen_synthetic_images(tmp_path, capsys):
 
 
 def test_tiled_labels_equal_whole_image_labels(starter, nuclei_768):
+    """Small tiles (many borders) and small postprocessing blocks, with the model's own halo."""
     img, _ = nuclei_768
     whole = api.segment_image(img, starter, SegmentConfig(tile=1024, device="cpu"))
     assert whole.timings["tiles"] == 1
