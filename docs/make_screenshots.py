@@ -1,0 +1,151 @@
+"""Regenerate the user guide's screenshots: the real widgets, in a real napari window, doing real work.
+
+    xvfb-run -a -s "-screen 0 1600x1000x24" .venv/bin/python docs/make_screenshots.py [--out docs/images]
+
+Writes (PNG):
+
+- ``segment.png``   the bundled sample segmented with the Segment widget (Advanced section open);
+- ``export.png``    the Export widget after exporting the result;
+- ``progress.png``  a 4096 x 4096 zarr image being segmented: the widget's progress bar and napari's
+  activity dock (its own progress bar and Cancel button);
+- ``big-image.png`` the finished 4096 x 4096 result, zoomed in.
+
+Takes a minute or two on a laptop CPU. The guide (docs/user-guide.md) shows these files; rerun
+this script whenever a widget changes, and commit the PNGs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+PLUGIN = "napari-impc-dl"
+
+
+def _wait(app, until, timeout: float = 600.0) -> None:
+    t0 = time.perf_counter()
+    while not until():
+        if time.perf_counter() - t0 > timeout:
+            raise TimeoutError("waited too long")
+        app.processEvents()
+        time.sleep(0.01)
+
+
+def _settle(app, seconds: float = 0.5) -> None:
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        app.processEvents()
+        time.sleep(0.01)
+
+
+def _save(img, path: Path) -> None:
+    import imageio.v3 as iio
+
+    iio.imwrite(path, img[..., :3])
+    print(f"wrote {path} {img.shape[1]}x{img.shape[0]}", file=sys.stderr)
+
+
+def _grab_screen(window):
+    """The window as shown on screen (includes floating dialogs such as the activity dock)."""
+    import numpy as np
+    from qtpy.QtGui import QImage
+
+    geo = window.frameGeometry()
+    shot = window.screen().grabWindow(0, geo.x(), geo.y(), geo.width(), geo.height()).toImage()
+    shot = shot.convertToFormat(QImage.Format.Format_RGBA8888)
+    ptr = shot.constBits()
+    ptr.setsize(shot.sizeInBytes())
+    return np.frombuffer(ptr, np.uint8).reshape(shot.height(), shot.bytesPerLine() // 4, 4)[:, : shot.width()].copy()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", default=str(Path(__file__).parent / "images"))
+    args = ap.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    import warnings
+
+    warnings.filterwarnings("ignore", message=".*PyQt5 backend is deprecated.*")
+    import napari
+    import napari._qt.qt_main_window as _main_window
+
+    _main_window.SHOW_QT_WARNING = False  # keep napari's "PyQt5 is deprecated" toast out of the pictures
+    from qtpy.QtCore import Qt
+    from qtpy.QtWidgets import QApplication, QDockWidget
+
+    def narrow_docks(viewer, width: int = 430) -> None:
+        _settle(QApplication.instance(), 0.3)
+        window = viewer.window._qt_window
+        docks = [d for d in window.findChildren(QDockWidget) if d.isVisible() and window.dockWidgetArea(d) == Qt.DockWidgetArea.RightDockWidgetArea]
+        window.resizeDocks(docks, [width] * len(docks), Qt.Orientation.Horizontal)
+        _settle(QApplication.instance(), 0.3)
+        viewer.reset_view()
+
+    # -------------------------------------------------------------- 1. first segmentation
+    viewer = napari.Viewer(show=True, title="napari-impc-dl")
+    app = QApplication.instance()
+    window = viewer.window._qt_window
+    window.move(0, 0)
+    viewer.window.resize(1600, 1000)
+    viewer.open_sample(PLUGIN, "nuclei")
+    _, seg = viewer.window.add_plugin_dock_widget(PLUGIN, "Segment")
+    seg.image_combo.setCurrentText("sample_nuclei")
+    seg.run_button.click()
+    _wait(app, lambda: not seg.running)
+    seg.advanced.expand(animate=False)
+    narrow_docks(viewer)
+    labels = viewer.layers["sample_nuclei labels"]
+    viewer.layers.selection.active = labels
+    viewer.camera.center = (300, 330)
+    viewer.camera.zoom = 1.6
+    _settle(app, 1.0)
+    _save(viewer.screenshot(canvas_only=False, flash=False), out / "segment.png")
+
+    # -------------------------------------------------------------- 2. export
+    seg_dock = viewer.window._dock_widgets.get(f"Segment ({PLUGIN})") if hasattr(viewer.window, "_dock_widgets") else None
+    if seg_dock is not None:
+        seg_dock.hide()
+    _, exp = viewer.window.add_plugin_dock_widget(PLUGIN, "Export")
+    folder = Path(tempfile.mkdtemp(prefix="impc-export-"))
+    exp.folder.setText(str(folder / "results"))
+    exp.masks.setCurrentIndex(exp.masks.findData("ome-zarr"))
+    narrow_docks(viewer)
+    exp.export_button.click()
+    _wait(app, lambda: not exp.running)
+    viewer.camera.zoom = 1.0
+    viewer.camera.center = (512, 512)
+    _settle(app, 1.0)
+    _save(viewer.screenshot(canvas_only=False, flash=False), out / "export.png")
+    viewer.close()
+
+    # -------------------------------------------------------------- 3. a large zarr image: progress, then the result
+    viewer = napari.Viewer(show=True, title="napari-impc-dl")
+    window = viewer.window._qt_window
+    window.move(0, 0)
+    viewer.window.resize(1600, 1000)
+    viewer.open_sample(PLUGIN, "large_nuclei")
+    _, seg = viewer.window.add_plugin_dock_widget(PLUGIN, "Segment")
+    seg.image_combo.setCurrentText("large_nuclei")
+    narrow_docks(viewer)
+    seg.run_button.click()
+    _wait(app, lambda: seg.progress.maximum() > 0 and seg.progress.value() >= seg.progress.maximum() // 3 and "inference" in seg.progress.format())
+    viewer.window._status_bar._toggle_activity_dock(True)
+    _settle(app, 1.0)
+    _save(_grab_screen(window), out / "progress.png")
+    viewer.window._status_bar._toggle_activity_dock(False)
+    _wait(app, lambda: not seg.running)
+    viewer.layers.selection.active = viewer.layers["large_nuclei labels"]
+    viewer.camera.center = (2100, 1900)
+    viewer.camera.zoom = 2.0
+    _settle(app, 1.5)
+    _save(viewer.screenshot(canvas_only=False, flash=False), out / "big-image.png")
+    viewer.close()
+
+
+if __name__ == "__main__":
+    main()

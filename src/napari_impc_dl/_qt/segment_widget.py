@@ -1,0 +1,567 @@
+"""The **Segment** widget: an image layer, a model and a device in; a Labels layer with a per-object table out.
+
+Thin by design: it gathers parameters into a :class:`~napari_impc_dl.config.SegmentConfig` and
+runs :func:`napari_impc_dl.api.segment_layer` in a worker (:class:`._workers.Job`: progress bar in
+the widget and in napari's activity dock, Cancel). torch is imported in that worker on the first
+Run, never when the widget opens. The result becomes a Labels layer (a multiscale pyramid of
+temporary zarr arrays for large images) with ``layer.features`` (one row per object) and the
+model's name, hash and the run parameters in ``layer.metadata["napari_impc_dl"]``.
+
+Postprocessing thresholds re-run only the postprocessing on the cached probabilities
+(:func:`napari_impc_dl.api.relabel_layer`) a moment after they change, so their effect shows at once.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import weakref
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from qtpy.QtCore import Qt, QTimer
+from qtpy.QtWidgets import (
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+from superqt import QCollapsible, QLabeledDoubleSlider
+
+from ..config import SegmentConfig, validated
+from ..errors import InputError
+from ._layers import META_KEY, features_with_index, find_layer, level0, provenance, unwrap
+from . import preload_torch_libraries
+from ._workers import Job
+
+if TYPE_CHECKING:
+    import napari
+
+_BROWSE = "__browse__"
+#: images above this many megapixels (all planes) are segmented into temporary zarr arrays
+MEMORY_LIMIT_MPX = 16.0
+#: label planes wider than this get a multiscale pyramid, so napari never reads a whole big plane
+PYRAMID_SIDE = 4096
+#: how long threshold edits settle before the postprocessing re-runs (ms)
+RELABEL_DELAY_MS = 250
+
+#: temporary zarr folders behind Labels layers made here; each folder goes when its layer is garbage-collected
+_SCRATCH: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def scratch_of(layer):
+    """The temporary zarr folder (:class:`~napari_impc_dl.io.export.Scratch`) behind a layer, or None."""
+    return _SCRATCH.get(unwrap(layer))
+
+
+def _keep_scratch(layer, scratch) -> None:
+    real = unwrap(layer)
+    old = _SCRATCH.get(real)
+    if old is scratch:
+        return
+    _SCRATCH[real] = scratch
+    weakref.finalize(real, scratch.cleanup)
+    if old is not None:
+        old.cleanup()
+
+
+@dataclass
+class _Shown:
+    """The last result this widget put in the viewer, with what a relabel needs."""
+
+    layer: weakref.ref
+    result: Any  # api.LayerResult
+    data: Any  # the image data it came from
+    config: SegmentConfig
+
+
+class SegmentWidget(QWidget):
+    """Dock widget: segment the chosen image layer with a bundled preset or a checkpoint file."""
+
+    def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
+        super().__init__()
+        self.viewer = napari_viewer
+        self._job: Job | None = None
+        self._relabel_job: Job | None = None
+        self._relabel_pending = False
+        self._models: dict[tuple[str, str], Any] = {}
+        self._shown: _Shown | None = None
+        self._card = None
+        self.load_options: dict = {}
+        """Extra keyword arguments for ``api.load_model`` (the Model Zoo widget sets ``trust_code``); models
+        loaded with options are not cached."""
+        self._build()
+        self.reset_choices()
+        self._on_model_changed()
+        self._refresh_devices()
+
+    # ------------------------------------------------------------------ layout
+
+    def _build(self) -> None:
+        from ..presets import PRESETS
+
+        form = QFormLayout()
+        self.image_combo = QComboBox()
+        self.image_combo.setToolTip("The image layer to segment (for a multiscale layer, its full resolution)")
+        form.addRow("Image", self.image_combo)
+
+        self.model_combo = QComboBox()
+        for name, (_, description) in PRESETS.items():
+            self.model_combo.addItem(name, name)
+            self.model_combo.setItemData(self.model_combo.count() - 1, description, Qt.ItemDataRole.ToolTipRole)
+        self.model_combo.addItem("Checkpoint file…", _BROWSE)
+        self._model_index = 0
+        self.model_combo.activated.connect(self._on_model_activated)
+        self.model_combo.currentIndexChanged.connect(self._on_model_changed)
+        form.addRow("Model", self.model_combo)
+        self.model_info = QLabel()
+        self.model_info.setWordWrap(True)
+        self.model_info.setStyleSheet("color: gray")
+        form.addRow("", self.model_info)
+
+        self.device_combo = QComboBox()
+        self.device_combo.setToolTip("auto picks a CUDA GPU, then Apple MPS, then the CPU")
+        form.addRow("Device", self.device_combo)
+        self.detected = QLabel()
+        self.detected.setWordWrap(True)
+        self.detected.setStyleSheet("color: gray")
+        form.addRow("", self.detected)
+
+        self.advanced = QCollapsible("Advanced")
+        adv = QWidget()
+        adv_form = QFormLayout(adv)
+        adv_form.setContentsMargins(0, 0, 0, 0)
+        self.tile = QSpinBox()
+        self.tile.setRange(0, 8192)
+        self.tile.setSingleStep(64)
+        self.tile.setSpecialValueText("auto")
+        self.tile.setToolTip("Tile side in pixels (fitted to the image); smaller uses less memory")
+        self.halo = QSpinBox()
+        self.halo.setRange(-1, 512)
+        self.halo.setValue(-1)
+        self.halo.setSpecialValueText("auto")
+        self.halo.setToolTip("Context pixels around each tile; larger is safer and slower")
+        self.batch = QSpinBox()
+        self.batch.setRange(0, 64)
+        self.batch.setSpecialValueText(f"auto (1 on the CPU, {SegmentConfig().batch} on a GPU)")
+        self.batch.setToolTip("Tiles per forward pass (halved automatically on GPU out-of-memory). On the CPU a batch "
+                              "is no faster and costs memory, so auto uses 1 there")
+        adv_form.addRow("Tile", self.tile)
+        adv_form.addRow("Halo", self.halo)
+        adv_form.addRow("Batch", self.batch)
+        self.advanced.addWidget(adv)
+
+        post = QGroupBox("Postprocessing")
+        post_form = QFormLayout(post)
+        self.foreground = self._slider("Foreground probability above which a pixel belongs to an object")
+        self.seed = self._slider("Distance level that seeds an object: higher splits touching objects less")
+        self.min_size = QSpinBox()
+        self.min_size.setRange(0, 1_000_000)
+        self.min_size.setSuffix(" px")
+        self.min_size.setToolTip("Objects smaller than this are dropped")
+        post_form.addRow("Foreground", self.foreground)
+        post_form.addRow("Seeds", self.seed)
+        post_form.addRow("Min size", self.min_size)
+        hint = QLabel("Changes re-run only the postprocessing of the last result.")
+        hint.setWordWrap(True)
+        hint.setStyleSheet("color: gray")
+        post_form.addRow(hint)
+        self._relabel_timer = QTimer(self)
+        self._relabel_timer.setSingleShot(True)
+        self._relabel_timer.setInterval(RELABEL_DELAY_MS)
+        self._relabel_timer.timeout.connect(self._relabel)
+        self._threshold_signals_on = True
+        self.foreground.valueChanged.connect(self._thresholds_changed)
+        self.seed.valueChanged.connect(self._thresholds_changed)
+        self.min_size.valueChanged.connect(self._thresholds_changed)
+
+        self.run_button = QPushButton("Run")
+        self.run_button.clicked.connect(self.run)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        self.cancel_button.clicked.connect(self.cancel)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.run_button)
+        buttons.addWidget(self.cancel_button)
+        self.progress = QProgressBar()
+        self.progress.setVisible(False)
+        self.count = QLabel("")
+        font = self.count.font()
+        font.setBold(True)
+        self.count.setFont(font)
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+
+        root = QVBoxLayout(self)
+        root.addLayout(form)
+        root.addWidget(self.advanced)
+        root.addWidget(post)
+        root.addLayout(buttons)
+        root.addWidget(self.progress)
+        root.addWidget(self.count)
+        root.addWidget(self.status)
+        root.addStretch(1)
+
+    @staticmethod
+    def _slider(tip: str) -> QLabeledDoubleSlider:
+        s = QLabeledDoubleSlider(Qt.Orientation.Horizontal)
+        s.setRange(0.05, 0.95)
+        s.setSingleStep(0.01)
+        s.setDecimals(2)
+        s.setValue(0.5)
+        s.setToolTip(tip)
+        return s
+
+    # ------------------------------------------------------------------ choices
+
+    def reset_choices(self, *_: Any) -> None:
+        """Refresh the image list (napari calls this when layers are added, removed or renamed)."""
+        import napari.layers
+
+        current = self.image_combo.currentText()
+        names = [layer.name for layer in self.viewer.layers if isinstance(layer, napari.layers.Image)]
+        self.image_combo.blockSignals(True)
+        self.image_combo.clear()
+        self.image_combo.addItems(names)
+        if current in names:
+            self.image_combo.setCurrentText(current)
+        self.image_combo.blockSignals(False)
+
+    def set_model(self, model: str | Path) -> None:
+        """Choose a preset by name or a checkpoint file by path (as the file dialog does)."""
+        idx = self.model_combo.findData(str(model))
+        if idx < 0:
+            idx = self.model_combo.count() - 1  # before "Checkpoint file…"
+            self.model_combo.insertItem(idx, Path(model).name, str(model))
+            self.model_combo.setItemData(idx, str(model), Qt.ItemDataRole.ToolTipRole)
+        self.model_combo.setCurrentIndex(idx)
+
+    def _on_model_activated(self, index: int) -> None:
+        if self.model_combo.itemData(index) != _BROWSE:
+            return
+        path, _ = QFileDialog.getOpenFileName(self, "Choose a napari-impc-dl checkpoint", "", "Checkpoints (*.safetensors);;All files (*)")
+        if path:
+            self.set_model(path)
+        else:
+            self.model_combo.setCurrentIndex(self._model_index)
+
+    def _on_model_changed(self, *_: Any) -> None:
+        """Read the chosen model's card (cheap: no torch) and show its defaults."""
+        from ..models.checkpoint import read_card
+        from ..presets import PRESETS, preset_path
+
+        ref = self.model_combo.currentData()
+        if ref == _BROWSE or ref is None:
+            return
+        self._model_index = self.model_combo.currentIndex()
+        if ref not in PRESETS and not str(ref).lower().endswith(".safetensors"):  # e.g. an imported Model Zoo package
+            self._card = None
+            self.model_info.setText(f"{Path(ref).name}: described when it is loaded (on Run)")
+            return
+        try:
+            card = read_card(preset_path(ref) if ref in PRESETS else ref)
+        except InputError as exc:
+            self._card = None
+            self.model_info.setText(str(exc))
+            return
+        self._card = card
+        about = card.description or card.name
+        short = " ".join(re.sub(r"\s*\([^()]*\)", "", about).split())  # the card's words, without asides in brackets
+        short = short if len(short) <= 90 else short[: short.rfind(" ", 0, 88)].rstrip(",;:") + " …"
+        self.model_info.setText(
+            f"{short}\n{card.architecture.encoder} U-Net, {card.architecture.in_channels} channel(s) in · hash {card.short_hash or '-'}"
+        )
+        self.model_info.setToolTip(about)
+        self.tile.setSpecialValueText(f"auto ({card.tiling.tile})")
+        self.halo.setSpecialValueText(f"auto ({card.tiling.halo})")
+        self._threshold_signals_on = False
+        self.foreground.setValue(card.instances.foreground_threshold)
+        self.seed.setValue(card.instances.seed_threshold)
+        self.min_size.setValue(card.instances.min_size)
+        self._threshold_signals_on = True
+
+    def _refresh_devices(self, use_torch: bool | None = None, used: str | None = None) -> None:
+        from ..api import available_devices
+
+        devices = available_devices(use_torch=use_torch)
+        current = self.device_combo.currentData() or "auto"
+        self.device_combo.clear()
+        self.device_combo.addItem(f"auto: {devices[0].label}", "auto")
+        for d in devices:
+            self.device_combo.addItem(d.label, d.id)
+        idx = self.device_combo.findData(current)
+        self.device_combo.setCurrentIndex(max(idx, 0))
+        gpus = [d for d in devices if d.id != "cpu"]
+        text = "Detected: " + (", ".join(d.label for d in gpus) if gpus else "no GPU, the CPU will be used")
+        if gpus and not all(d.confirmed for d in gpus):
+            text += " (reported by the driver; confirmed on the first run)"
+        if used:
+            text += f"\nLast run on: {used}"
+        self.detected.setText(text)
+
+    # ------------------------------------------------------------------ run
+
+    def _image_layer(self):
+        name = self.image_combo.currentText()
+        if not name or name not in self.viewer.layers:
+            raise InputError("No image layer is chosen", "Open an image (File > Open, or File > Open Sample > IMPC Deep Learning) and choose it under Image")
+        return self.viewer.layers[name]
+
+    def _config(self, layer) -> SegmentConfig:
+        data = level0(layer)
+        return validated(
+            SegmentConfig,
+            tile=max(64, self.tile.value()) if self.tile.value() else None,
+            halo=self.halo.value() if self.halo.value() >= 0 else None,
+            batch=self.batch.value() or self._auto_batch(),
+            device=self.device_combo.currentData() or "auto",
+            foreground_threshold=round(self.foreground.value(), 3),
+            seed_threshold=round(self.seed.value(), 3),
+            min_size=self.min_size.value(),
+            channel_axis=data.ndim - 1 if getattr(layer, "rgb", False) else "auto",
+        )
+
+    def _auto_batch(self) -> int:
+        """1 on the CPU (batching gains nothing there and multiplies activation memory), the default on a GPU."""
+        device = self.device_combo.currentData() or "auto"
+        if device == "auto":
+            accelerated = self.device_combo.count() > 2  # auto + cpu + at least one detected GPU
+        else:
+            accelerated = device != "cpu"
+        return SegmentConfig().batch if accelerated else 1
+
+    @property
+    def running(self) -> bool:
+        return self._job is not None or self._relabel_job is not None
+
+    def run(self) -> None:
+        """Segment the chosen image (the Run button)."""
+        from napari.utils.notifications import show_error
+
+        if self._job is not None:
+            return
+        try:
+            layer = self._image_layer()
+            config = self._config(layer)
+        except InputError as exc:
+            show_error(str(exc))
+            self.status.setText(str(exc))
+            return
+        ref = self.model_combo.currentData()
+        if ref == _BROWSE:
+            show_error("Choose a model first")
+            return
+        data, name = level0(layer), layer.name
+        options = dict(self.load_options)
+        cached = None if options else self._models.get((ref, config.device))
+        image = {  # what the result layer needs from the image, taken now (the worker never sees a layer)
+            "scale": tuple(layer.scale),
+            "translate": tuple(layer.translate),
+            "path": str(getattr(getattr(layer, "source", None), "path", None) or "") or None,
+        }
+
+        def job(progress, cancel):
+            from .. import api
+
+            model = cached
+            if model is None:
+                progress(0, 0, "loading model")
+                preload_torch_libraries()  # keeps napari responsive while torch loads (first run only)
+                model = api.load_model(ref, device=config.device, **options)
+            t0 = time.perf_counter()
+            shown = api.segment_layer(
+                data, model, config, name=name, memory_limit_mpx=MEMORY_LIMIT_MPX, pyramid_side=PYRAMID_SIDE, progress=progress, cancel=cancel
+            )
+            seconds = time.perf_counter() - t0
+            # the per-object table as napari wants it, built here: copying 500k rows would cost the GUI thread 0.2 s
+            features = features_with_index(shown.result.objects)
+            return (None if options else model), shown, seconds, features  # never cache a model loaded with options
+
+        if self._relabel_job is not None:
+            self._relabel_job.cancel()
+        self._relabel_timer.stop()
+        self._job = Job(
+            job,
+            desc=f"Segment {name}",
+            on_done=lambda value: self._show(image, data, config, ref, value),
+            on_failed=lambda exc: self.status.setText(f"Stopped: {exc}"),
+            on_discard=lambda value: value[1].scratch and value[1].scratch.cleanup(),
+            on_progress=self._progress,
+            on_finished=self._finished,
+            owner=self,
+        )
+        self.run_button.setEnabled(False)
+        self.cancel_button.setEnabled(True)
+        self.progress.setVisible(True)
+        self.progress.setRange(0, 0)
+        self.count.setText("")
+        self.status.setText(f"Segmenting {name}…")
+        self._job.start()
+
+    def cancel(self) -> None:
+        """Stop the run at its next tile or block (the Cancel button); nothing is added to the viewer."""
+        if self._job is not None:
+            self._job.cancel()
+            self.status.setText("Cancelling…")
+
+    def _progress(self, done: int, total: int, stage: str) -> None:
+        self.progress.setRange(0, max(total, 0))
+        self.progress.setValue(min(done, total) if total else 0)
+        self.progress.setFormat(f"{stage} %v/%m" if total else stage)
+
+    def _finished(self) -> None:
+        self._job = None
+        self.run_button.setEnabled(True)
+        self.cancel_button.setEnabled(False)
+        self.progress.setVisible(False)
+
+    def _show(self, image: dict, data, config: SegmentConfig, ref: str, value) -> None:
+        """GUI thread: turn a finished run into a Labels layer."""
+        model, shown, seconds, features = value
+        self._models[(ref, config.device)] = model
+        res = shown.result
+        name = f"{res.name} labels"
+        meta = {
+            "image": res.name,
+            "image_path": image["path"],
+            "model": dict(res.model),
+            "params": dict(res.params),
+            "n_objects": int(res.n_objects),
+            "stack_axes": res.stack_axes,
+            "timings": {k: v for k, v in res.timings.items() if isinstance(v, (int, float, str))},
+        }
+        layer = self._replaceable(name, shown)
+        if layer is not None:
+            layer.data = shown.levels if len(shown.levels) > 1 else shown.levels[0]
+            layer.features = features
+            layer.metadata = {**layer.metadata, META_KEY: meta}
+        else:
+            nd = len(shown.levels[0].shape)
+            kwargs = {"scale": image["scale"][-nd:], "translate": image["translate"][-nd:]}
+            layer = self.viewer.add_labels(
+                shown.levels if len(shown.levels) > 1 else shown.levels[0],
+                name=name,
+                multiscale=len(shown.levels) > 1,
+                features=features,
+                metadata={META_KEY: meta},
+                **kwargs,
+            )
+        if shown.scratch is not None:
+            _keep_scratch(layer, shown.scratch)
+        elif scratch_of(layer) is not None:  # an earlier large result of this layer was replaced by an in-memory one
+            _SCRATCH.pop(unwrap(layer)).cleanup()
+        self._shown = _Shown(weakref.ref(unwrap(layer)), shown, data, config)
+        self._refresh_devices(used=res.timings.get("device"))
+        self._report(res, seconds)
+
+    def _replaceable(self, name: str, shown):
+        """Our own earlier result for the same image, if its data can be swapped in place."""
+        if name not in self.viewer.layers:
+            return None
+        layer = self.viewer.layers[name]
+        if provenance(layer) is None or getattr(layer, "multiscale", False) != (len(shown.levels) > 1):
+            return None
+        return layer if tuple(level0(layer).shape) == tuple(shown.levels[0].shape) else None
+
+    def _report(self, res, seconds: float | None = None) -> None:
+        self.count.setText(f"{res.n_objects:,} objects")
+        p = res.params
+        parts = [
+            f"model {res.model.get('name')} ({res.model.get('hash') or 'no hash'})",
+            f"foreground {p.get('foreground_threshold')}, seeds {p.get('seed_threshold')}, min size {p.get('min_size')}",
+        ]
+        if seconds is not None:
+            parts.append(f"{res.timings.get('device', '')} · {seconds:.1f} s")
+        self.status.setText("\n".join(parts))
+
+    # ------------------------------------------------------------------ relabel
+
+    def _thresholds_changed(self, *_: Any) -> None:
+        if self._threshold_signals_on:
+            self._relabel_timer.start()
+
+    def _current(self) -> tuple[_Shown, Any] | None:
+        shown = self._shown
+        layer = shown.layer() if shown is not None else None
+        layer = find_layer(self.viewer, layer) if layer is not None else None
+        return None if layer is None else (shown, layer)
+
+    def _relabel(self) -> None:
+        """Re-run only the postprocessing of the last result with the current thresholds."""
+        from napari.utils.notifications import show_error
+
+        current = self._current()
+        if current is None or self._job is not None:
+            return
+        if self._relabel_job is not None:  # a newer setting arrived: stop the old pass, start again when it ends
+            self._relabel_pending = True
+            self._relabel_job.cancel()
+            return
+        shown, _ = current
+        try:
+            config = validated(
+                SegmentConfig,
+                **{
+                    **shown.config.model_dump(),
+                    "foreground_threshold": round(self.foreground.value(), 3),
+                    "seed_threshold": round(self.seed.value(), 3),
+                    "min_size": self.min_size.value(),
+                },
+            )
+        except InputError as exc:
+            show_error(str(exc))
+            return
+        previous = shown.result
+
+        def job(progress, cancel):
+            from .. import api
+
+            new = api.relabel_layer(previous, shown.data, config, pyramid_side=PYRAMID_SIDE, progress=progress, cancel=cancel)
+            return new, features_with_index(new.result.objects)
+
+        self._relabel_job = Job(
+            job,
+            desc="Postprocessing",
+            on_done=lambda value: self._show_relabel(shown, config, value),
+            on_discard=lambda value: value[0].scratch and value[0].scratch.remove(value[0].levels),
+            on_progress=self._progress,
+            on_finished=self._relabel_finished,
+            owner=self,
+            quiet_cancel=True,
+        )
+        self.status.setText("Postprocessing…")
+        self._relabel_job.start()
+
+    def _show_relabel(self, shown: _Shown, config: SegmentConfig, value) -> None:
+        new, features = value
+        layer = shown.layer()
+        layer = find_layer(self.viewer, layer) if layer is not None else None
+        if layer is None:
+            if new.scratch is not None:
+                new.scratch.remove(new.levels)
+            return
+        old_levels = shown.result.levels
+        layer.data = new.levels if len(new.levels) > 1 else new.levels[0]
+        layer.features = features
+        meta = dict(provenance(layer) or {})
+        meta.update(params=dict(new.result.params), n_objects=int(new.result.n_objects))
+        layer.metadata = {**layer.metadata, META_KEY: meta}
+        if new.scratch is not None:
+            new.scratch.remove(old_levels)
+        shown.result, shown.config = new, config
+        self._report(new.result)
+
+    def _relabel_finished(self) -> None:
+        self._relabel_job = None
+        if self._relabel_pending:
+            self._relabel_pending = False
+            self._relabel()

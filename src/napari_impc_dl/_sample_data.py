@@ -1,0 +1,59 @@
+"""napari sample data (File > Open Sample > IMPC Deep Learning).
+
+- **Synthetic nuclei**: the bundled 1024 x 1024 fluorescence-like image and its exact ground-truth
+  labels (the image the starter ``nuclei`` model is checked on; the ground truth layer starts hidden).
+- **Large synthetic nuclei**: a 4096 x 4096 image rendered into a temporary zarr folder, to try the
+  large-image path (tiles read lazily, labels kept on disk).
+- **Coins** / **Cell** from scikit-image (offline): real photographs of round objects / one cell.
+
+This module imports neither napari nor Qt.
+"""
+
+from __future__ import annotations
+
+import atexit
+import shutil
+import tempfile
+from pathlib import Path
+
+from .errors import InputError
+
+
+def nuclei() -> list[tuple]:
+    """The bundled synthetic nuclei sample and its ground truth."""
+    import tifffile
+
+    from .presets import SAMPLE_IMAGE, SAMPLE_LABELS
+
+    if not SAMPLE_IMAGE.is_file():
+        raise InputError(f"The bundled sample image is missing from the installation ({SAMPLE_IMAGE})", "Reinstall napari-impc-dl")
+    layers: list[tuple] = [(tifffile.imread(SAMPLE_IMAGE), {"name": "sample_nuclei"}, "image")]
+    if SAMPLE_LABELS.is_file():
+        layers.append((tifffile.imread(SAMPLE_LABELS), {"name": "sample_nuclei ground truth", "visible": False}, "labels"))
+    return layers
+
+
+def large_nuclei(size: int = 4096) -> list[tuple]:
+    """A ``size`` x ``size`` synthetic nuclei image in a temporary zarr folder (removed when napari exits)."""
+    import zarr
+
+    from .synthetic import write_large_nuclei_zarr
+
+    folder = Path(tempfile.mkdtemp(prefix="napari-impc-dl-sample-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    path = write_large_nuclei_zarr(folder / "large_nuclei.zarr", size, seed=7)
+    return [(zarr.open_array(str(path), mode="r"), {"name": "large_nuclei"}, "image")]
+
+
+def coins() -> list[tuple]:
+    """scikit-image's coins (303 x 384, uint8): round bright objects on a dark background."""
+    from skimage import data
+
+    return [(data.coins(), {"name": "coins"}, "image")]
+
+
+def cell() -> list[tuple]:
+    """scikit-image's cell (660 x 550, uint8)."""
+    from skimage import data
+
+    return [(data.cell(), {"name": "cell"}, "image")]
