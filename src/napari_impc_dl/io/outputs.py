@@ -71,7 +71,8 @@ def write_tif_atomic(path: Path, array: np.ndarray) -> None:
     tmp = path.with_name(f".{path.name}.part")
     try:
         # deflate at level 1: readable everywhere (Fiji, QuPath), several times faster than the default level
-        tifffile.imwrite(tmp, np.asarray(array), compression="zlib", compressionargs={"level": 1}, metadata={"axes": "YX"} if array.ndim == 2 else None)
+        # minisblack: a 3-plane label stack must never be stored (and re-read) as an RGB image
+        tifffile.imwrite(tmp, np.asarray(array), photometric="minisblack", compression="zlib", compressionargs={"level": 1}, metadata={"axes": "YX"} if array.ndim == 2 else None)
         os.replace(tmp, path)
     finally:
         if tmp.exists():
