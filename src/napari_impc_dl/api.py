@@ -254,6 +254,7 @@ def segment_image(
             def on_block(w, glob, first, last, plane=plane):
                 t0 = time.perf_counter()
                 inten = source.read(plane, slice(w.y0, w.y1), slice(w.x0, w.x1))
+                inten = inten[channels] if channels is not None else inten  # the columns are named after these channels
                 cols = measure_objects(glob, first, last, inten, names, offset=(w.y0, w.x0))
                 frame = pd.DataFrame(cols)
                 for ax, idx in zip(stack_axes, plane):
@@ -341,6 +342,7 @@ def relabel(
         for plane in source.planes():
             def on_block(w, glob, first, last, plane=plane):
                 inten = source.read(plane, slice(w.y0, w.y1), slice(w.x0, w.x1))
+                inten = inten[channels] if channels is not None else inten
                 frame = pd.DataFrame(measure_objects(glob, first, last, inten, names, offset=(w.y0, w.x0)))
                 for ax, idx in zip(result.stack_axes, plane):
                     frame.insert(0, ax.lower(), idx)

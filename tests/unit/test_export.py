@@ -158,3 +158,13 @@ def test_devices_from_the_driver_without_torch(monkeypatch, tmp_path):
     found = devices.detect_devices(use_torch=False)
     assert [d.label for d in found] == ["cuda:0 (NVIDIA H100 80GB HBM3)", "cpu (CPU)"]
     assert not found[0].confirmed and found[1].confirmed
+
+
+def test_intensity_columns_measure_the_chosen_channel(small, tiny_model):
+    """With ``channel=2`` the ``*_c2`` columns hold channel 2 (was: channel 0's values under channel 2's name)."""
+    img = small[0]
+    stack = np.stack([np.full_like(img, 5), np.full_like(img, 7), img])
+    cfg = api.SegmentConfig(device="cpu", channel=2, channel_axis=0, foreground_threshold=0.3)
+    for res in (r := api.segment_image(stack, tiny_model, cfg)), api.relabel(r, stack, cfg):
+        assert res.n_objects > 0
+        assert "mean_intensity_c2" in res.objects.columns and not (res.objects["max_intensity_c2"] == 5).all()
