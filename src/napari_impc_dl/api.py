@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -446,8 +447,6 @@ def segment(
                 results_rows.append(res.counts_row())
                 timings.append(res.timings)
                 for t in tmp_dirs:
-                    import shutil
-
                     shutil.rmtree(t, ignore_errors=True)
                 tmp_dirs.clear()
             objects = pd.concat(tables, ignore_index=True)
