@@ -71,7 +71,7 @@ def main() -> None:
         ),
         architecture=spec,
         channel_names=["nuclei"],
-        tiling=TilingSpec(tile=512, halo=32, step=8, min_tile=32),
+        tiling=TilingSpec(tile=1024, halo=32, step=8, min_tile=32),  # ~1072 px tiles: halo costs <10%, forward memory ~0.4 GB
         object_diameter_px=20.0,
         provenance=Provenance(
             trained_on=(

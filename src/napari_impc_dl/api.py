@@ -30,6 +30,7 @@ import numpy as np
 
 from .config import SegmentConfig, validated
 from .errors import CancelToken, InputError
+from .inference.allocator import reuse_large_buffers
 
 log = logging.getLogger(__name__)
 
@@ -186,6 +187,7 @@ def _first_planes(source, limit: int = 8):
         yield plane
 
 
+@reuse_large_buffers()
 def segment_image(
     image,
     model=None,
@@ -249,6 +251,7 @@ def segment_image(
             timings["inference_s"] += stats.seconds
             timings["tiles"] = timings.get("tiles", 0) + stats.n_tiles
             timings["tile_shape"], timings["device"], timings["overhead"] = list(stats.tile_shape), stats.device, round(stats.overhead, 4)
+            timings["batch"] = stats.batch
             if stats.fallbacks:
                 timings.setdefault("fallbacks", []).extend(stats.fallbacks)
 
@@ -274,7 +277,7 @@ def segment_image(
         run_params = {
             "tile": config.tile or model.info.tiling.tile,
             "halo": model.info.tiling.halo if config.halo is None else config.halo,
-            "batch": config.batch,
+            "batch": timings.get("batch", config.batch),
             "foreground_threshold": params.foreground_threshold,
             "seed_threshold": params.seed_threshold,
             "min_size": params.min_size,
@@ -308,6 +311,7 @@ def _instance_params(model, config: SegmentConfig):
     )
 
 
+@reuse_large_buffers()
 def relabel(
     result: SegmentationResult,
     image,
@@ -380,6 +384,7 @@ class SegmentReport:
         return sum(int(c["n_objects"]) for c in self.counts)
 
 
+@reuse_large_buffers()
 def segment(
     inputs: Sequence[str | os.PathLike],
     out_dir: str | os.PathLike,

@@ -50,7 +50,7 @@ def _add_segment(sub) -> None:
     g.add_argument("--model", default=None, metavar="PATH_OR_NAME", help="a checkpoint (.safetensors), a BioImage Model Zoo package (zip, folder, rdf.yaml) or a model name from `zoo list`")
     p.add_argument("--tile", type=int, default=None, help="tile side in pixels (default: the model's, fitted to the image)")
     p.add_argument("--halo", type=int, default=None, help="context pixels per tile side (default: the model's)")
-    p.add_argument("--batch", type=int, default=4, help="tiles per forward pass (default 4)")
+    p.add_argument("--batch", type=int, default=None, help="tiles per forward pass (default: 1 on the CPU, 4 on a GPU)")
     p.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, cuda:N, mps")
     p.add_argument("--channel", type=int, default=None, help="use only this channel of a multichannel image")
     p.add_argument("--channel-axis", default="auto", help="array axis holding channels: auto, none, or an index")

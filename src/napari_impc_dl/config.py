@@ -13,6 +13,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from .errors import InputError
 
 
+GPU_BATCH = 4
+"""Tiles per forward pass on a GPU (or MPS) when the batch is left to the engine."""
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
@@ -24,8 +28,9 @@ class SegmentConfig(_Strict):
     """Approximate tile side in pixels (fitted per image to a multiple of the model's step)."""
     halo: int | None = Field(default=None, ge=0, le=512)
     """Context pixels discarded on each inner tile side; larger is safer and slower."""
-    batch: int = Field(default=4, ge=1, le=256)
-    """Tiles per forward pass (halved automatically on GPU out-of-memory)."""
+    batch: int | None = Field(default=None, ge=1, le=256)
+    """Tiles per forward pass (halved automatically on GPU out-of-memory); ``None``: 1 on the CPU (a
+    batch gains nothing there and multiplies activation memory), :data:`GPU_BATCH` on a GPU."""
     device: str = "auto"
     """``auto`` (cuda > mps > cpu), ``cpu``, ``cuda``, ``cuda:N`` or ``mps``."""
     channel: int | None = Field(default=None, ge=0, le=63)

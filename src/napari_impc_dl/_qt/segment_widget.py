@@ -36,7 +36,7 @@ from qtpy.QtWidgets import (
 )
 from superqt import QCollapsible, QLabeledDoubleSlider
 
-from ..config import SegmentConfig, validated
+from ..config import GPU_BATCH, SegmentConfig, validated
 from ..errors import InputError
 from ._layers import META_KEY, features_with_index, find_layer, level0, provenance, unwrap
 from . import preload_torch_libraries
@@ -151,7 +151,7 @@ class SegmentWidget(QWidget):
         self.halo.setToolTip("Context pixels around each tile; larger is safer and slower")
         self.batch = QSpinBox()
         self.batch.setRange(0, 64)
-        self.batch.setSpecialValueText(f"auto (1 on the CPU, {SegmentConfig().batch} on a GPU)")
+        self.batch.setSpecialValueText(f"auto (1 on the CPU, {GPU_BATCH} on a GPU)")
         self.batch.setToolTip("Tiles per forward pass (halved automatically on GPU out-of-memory). On the CPU a batch "
                               "is no faster and costs memory, so auto uses 1 there")
         adv_form.addRow("Tile", self.tile)
@@ -322,22 +322,13 @@ class SegmentWidget(QWidget):
             SegmentConfig,
             tile=max(64, self.tile.value()) if self.tile.value() else None,
             halo=self.halo.value() if self.halo.value() >= 0 else None,
-            batch=self.batch.value() or self._auto_batch(),
+            batch=self.batch.value() or None,
             device=self.device_combo.currentData() or "auto",
             foreground_threshold=round(self.foreground.value(), 3),
             seed_threshold=round(self.seed.value(), 3),
             min_size=self.min_size.value(),
             channel_axis=data.ndim - 1 if getattr(layer, "rgb", False) else "auto",
         )
-
-    def _auto_batch(self) -> int:
-        """1 on the CPU (batching gains nothing there and multiplies activation memory), the default on a GPU."""
-        device = self.device_combo.currentData() or "auto"
-        if device == "auto":
-            accelerated = self.device_combo.count() > 2  # auto + cpu + at least one detected GPU
-        else:
-            accelerated = device != "cpu"
-        return SegmentConfig().batch if accelerated else 1
 
     @property
     def running(self) -> bool:

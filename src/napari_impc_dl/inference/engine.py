@@ -29,6 +29,7 @@ from typing import Callable
 
 import numpy as np
 
+from ..config import GPU_BATCH
 from ..errors import CancelToken
 from .runnable import Normalizer, Runnable
 from .tiling import Tile, TilePlan, plan_tiles
@@ -161,7 +162,7 @@ def predict_plane(
     *,
     tile: int | None = None,
     halo: int | None = None,
-    batch: int = 4,
+    batch: int | None = None,
     progress: ProgressFn | None = None,
     cancel: CancelToken | None = None,
 ) -> EngineStats:
@@ -170,11 +171,14 @@ def predict_plane(
     uint8 ``out``: probabilities quantised to 0..255; other dtypes: raw output values.
 
     ``read(tile)`` returns the raw ``(C, h, w)`` window ``[tile.y0:tile.y1, tile.x0:tile.x1]``.
-    ``out`` is any writable array (numpy, zarr). Tile and halo default to the model's own.
+    ``out`` is any writable array (numpy, zarr). Tile and halo default to the model's own; the
+    batch to 1 on the CPU and :data:`~napari_impc_dl.config.GPU_BATCH` on a GPU.
     """
     rules = model.info.tiling
     tile = rules.tile if tile is None else tile
     halo = rules.halo if halo is None else halo
+    if batch is None:
+        batch = 1 if model.device.type == "cpu" else GPU_BATCH
     stats = EngineStats()
     t0 = time.perf_counter()
     while True:

@@ -5,8 +5,8 @@ centre, falling to 0 at its edge). Locally:
 
 1. foreground = ``p_fg > foreground_threshold``;
 2. seeds = connected components of ``distance > seed_threshold`` inside the foreground;
-3. a seeded watershed on ``-distance`` floods the foreground from the seeds (touching objects
-   split along the valley of the distance map); foreground islands that no seed reaches become
+3. a seeded watershed by levels of the distance map (:func:`.flood.flood`) floods the foreground
+   from the seeds (touching objects split along the valley of the distance map); foreground islands that no seed reaches become
    objects of their own; objects under ``min_size`` pixels are dropped.
 
 Models with a single (foreground) output use the Euclidean distance transform of the foreground
@@ -32,6 +32,7 @@ import numpy as np
 from scipy import ndimage
 
 from ..errors import CancelToken
+from .flood import flood
 
 _EIGHT = np.ones((3, 3), bool)
 
@@ -76,45 +77,22 @@ def plan_blocks(shape: tuple[int, int], block: int, halo: int) -> list[Window]:
     ]
 
 
-def _flood_priority(dist: np.ndarray, origin: tuple[int, int]) -> np.ndarray:
-    """Watershed priority: ``-dist`` with plateaus broken by a hash of the *global* pixel coordinates.
-
-    Quantised distance maps have plateaus, and a watershed resolves a plateau in the order pixels
-    entered its queue, which depends on where the window starts. A tie-breaker that depends only
-    on a pixel's position in the image makes the flooding, hence the labels, the same in every
-    window that holds the whole object.
-    """
-    h, w = dist.shape
-    y = np.arange(origin[0], origin[0] + h, dtype=np.uint64)[:, None]
-    x = np.arange(origin[1], origin[1] + w, dtype=np.uint64)[None, :]
-    tie = ((y * np.uint64(2654435761)) ^ (x * np.uint64(40503)) ^ (y * x)) & np.uint64(0xFFFF)
-    return ((255 - dist.astype(np.int64)) << 16) | tie.astype(np.int64)
-
-
-def local_instances(
-    fg: np.ndarray, dist: np.ndarray | None, params: InstanceParams, origin: tuple[int, int] = (0, 0)
-) -> tuple[np.ndarray, np.ndarray]:
+def local_instances(fg: np.ndarray, dist: np.ndarray | None, params: InstanceParams) -> tuple[np.ndarray, np.ndarray]:
     """Instance labels of one window and each object's anchor (flat index of its first seed pixel).
 
-    ``fg`` and ``dist`` are uint8 probability maps (0..255); ``origin`` is the window's position in
-    the image (for window-independent tie-breaking). Returns ``labels`` (int32, 1..n) and
+    ``fg`` and ``dist`` are uint8 probability maps (0..255). Returns ``labels`` (int32, 1..n) and
     ``anchors`` (int64, ``anchors[i]`` belongs to label ``i + 1``).
     """
-    from skimage.segmentation import watershed
-
     mask = fg > round(params.foreground_threshold * 255)
     if dist is None:
         d = ndimage.distance_transform_edt(mask)
         peak = ndimage.maximum_filter(d, size=3)
-        dist = np.clip(d / max(1.0, float(d.max())) * 255, 0, 255).astype(np.uint8)
+        dist = np.minimum(d * 4 + 0.5, 255).astype(np.uint8)  # quarter-pixel levels, the same in every window
         seeds = mask & (d >= peak) & (d > 1)
     else:
         seeds = mask & (dist > round(params.seed_threshold * 255))
     markers, n_seeds = ndimage.label(seeds, structure=_EIGHT)
-    if n_seeds:
-        labels = watershed(_flood_priority(dist, origin), markers, mask=mask)
-    else:
-        labels = np.zeros(mask.shape, np.int32)
+    labels = flood(np.ascontiguousarray(dist), markers, mask)
     rest = mask & (labels == 0)
     if rest.any():
         extra, n_extra = ndimage.label(rest, structure=_EIGHT)
@@ -166,7 +144,7 @@ def labels_from_probabilities(
             cancel.raise_if_cancelled()
         t0 = time.perf_counter()
         p = np.asarray(probs[:, w.y0 : w.y1, w.x0 : w.x1])
-        labels, anchors = local_instances(p[0], p[1] if p.shape[0] > 1 else None, params, origin=(w.y0, w.x0))
+        labels, anchors = local_instances(p[0], p[1] if p.shape[0] > 1 else None, params)
         ww = w.x1 - w.x0
         ay, ax = anchors // ww + w.y0, anchors % ww + w.x0
         owned = (ay >= w.cy0) & (ay < w.cy1) & (ax >= w.cx0) & (ax < w.cx1)

@@ -1,0 +1,75 @@
+"""Large buffers come from the reusable heap inside ``reuse_large_buffers``, and are given back after."""
+
+import ctypes
+
+import numpy as np
+import pytest
+
+from napari_impc_dl.inference import allocator
+from napari_impc_dl.inference.allocator import reuse_large_buffers
+
+glibc = pytest.mark.skipif(allocator._libc() is None, reason="glibc-only tuning")
+MB = 2**20
+
+
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+
+def _mapped_bytes() -> int:
+    """Bytes glibc currently serves with their own mmap (returned to the OS on free, re-faulted on reuse)."""
+    libc = allocator._libc()
+    libc.mallinfo2.restype = _MallInfo2
+    return libc.mallinfo2().hblkhd
+
+
+def _rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096
+
+
+def _big_buffer_is_mmapped(mb: int = 48) -> bool:
+    before = _mapped_bytes()
+    a = np.ones(mb * MB // 8)
+    mapped = _mapped_bytes() - before >= mb * MB
+    del a
+    return mapped
+
+
+@glibc
+def test_big_buffers_come_from_the_heap_inside_and_are_given_back_after():
+    assert _big_buffer_is_mmapped()  # glibc's default: fresh pages, faulted in on every use
+    with reuse_large_buffers():
+        assert not _big_buffer_is_mmapped()
+        a = np.ones(96 * MB // 8)
+        del a
+        held = _rss()
+    assert _rss() < held - 64 * MB  # malloc_trim returned the freed heap to the OS
+    assert _big_buffer_is_mmapped()  # defaults restored
+
+
+@glibc
+def test_nested_uses_restore_only_at_the_outermost_exit():
+    with reuse_large_buffers():
+        with reuse_large_buffers():
+            pass
+        assert allocator._depth == 1
+        assert not _big_buffer_is_mmapped()
+    assert allocator._depth == 0
+    assert _big_buffer_is_mmapped()
+
+
+def test_is_a_harmless_no_op_elsewhere(monkeypatch):
+    monkeypatch.setattr(allocator, "_libc", lambda: None)
+    with reuse_large_buffers():
+        assert allocator._depth == 1
+    assert allocator._depth == 0
+
+
+@reuse_large_buffers()
+def _decorated():
+    return allocator._depth
+
+
+def test_works_as_a_decorator():
+    assert _decorated() == 1 and allocator._depth == 0
