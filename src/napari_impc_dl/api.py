@@ -22,6 +22,7 @@ import os
 import shutil
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -143,7 +144,7 @@ def check_input(source, model, config: SegmentConfig) -> list[int] | None:
         hint = f"Pick one channel with --channel N (0..{source.n_channels - 1})" if need == 1 else f"Give an image with {need} channels"
         raise InputError(f"Model '{model.info.name}' expects {need} channel(s) but {label} has {source.n_channels} (axes {source.axes}, shape {source.shape})", hint)
     for plane in _first_planes(source):
-        s = source.sample(plane, max_pixels=2**18).astype(np.float64)
+        s = source.sample(plane).astype(np.float64)  # the sample normalisation uses too: read once
         if channels is not None:
             s = s[channels]
         finite = np.isfinite(s)
@@ -208,7 +209,7 @@ def segment_image(
 
     from .inference.engine import predict_plane
     from .inference.instances import labels_from_probabilities
-    from .measure.regions import measure_objects
+    from .measure.blocks import BlockTables
 
     config = config or SegmentConfig()
     if not _is_runnable(model):
@@ -255,23 +256,15 @@ def segment_image(
             if stats.fallbacks:
                 timings.setdefault("fallbacks", []).extend(stats.fallbacks)
 
-            def on_block(w, glob, first, last, plane=plane):
-                t0 = time.perf_counter()
-                inten = source.read(plane, slice(w.y0, w.y1), slice(w.x0, w.x1))
-                inten = inten[channels] if channels is not None else inten  # the columns are named after these channels
-                cols = measure_objects(glob, first, last, inten, names, offset=(w.y0, w.x0))
-                frame = pd.DataFrame(cols)
-                for ax, idx in zip(stack_axes, plane):
-                    frame.insert(0, ax.lower(), idx)
-                tables.append(frame)
-                timings["measure_s"] += time.perf_counter() - t0
-
             l_plane = _plane(labels, plane)
-            next_id, busy = labels_from_probabilities(
-                p_plane, l_plane, params, start_id=next_id, on_block=on_block,
-                progress=_stage(progress, "postprocessing"), cancel=cancel,
-            )
+            with BlockTables(source, plane, channels, names, stack_axes) as measure:  # measures block i beside block i + 1
+                next_id, busy = labels_from_probabilities(
+                    p_plane, l_plane, params, start_id=next_id, on_block=measure,
+                    progress=_stage(progress, "postprocessing"), cancel=cancel,
+                )
+                tables.extend(measure.collect())
             timings["postprocess_s"] += busy
+            timings["measure_s"] += measure.seconds
         objects = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=["label"])
         info = {"name": model.info.name, "hash": model.info.content_hash, "source": model.info.source}
         run_params = {
@@ -329,7 +322,7 @@ def relabel(
     import pandas as pd
 
     from .inference.instances import InstanceParams, labels_from_probabilities
-    from .measure.regions import measure_objects
+    from .measure.blocks import BlockTables
 
     source, owned = _as_source(image, config)
     try:
@@ -345,17 +338,11 @@ def relabel(
         labels = labels_store if labels_store is not None else np.zeros(result.labels.shape, np.int32)
         tables, next_id = [], 1
         for plane in source.planes():
-            def on_block(w, glob, first, last, plane=plane):
-                inten = source.read(plane, slice(w.y0, w.y1), slice(w.x0, w.x1))
-                inten = inten[channels] if channels is not None else inten
-                frame = pd.DataFrame(measure_objects(glob, first, last, inten, names, offset=(w.y0, w.x0)))
-                for ax, idx in zip(result.stack_axes, plane):
-                    frame.insert(0, ax.lower(), idx)
-                tables.append(frame)
-
             p_plane = _plane(result.probabilities, plane)
             l_plane = _plane(labels, plane)
-            next_id, _ = labels_from_probabilities(p_plane, l_plane, params, start_id=next_id, on_block=on_block, progress=_stage(progress, "postprocessing"), cancel=cancel)
+            with BlockTables(source, plane, channels, names, result.stack_axes) as measure:
+                next_id, _ = labels_from_probabilities(p_plane, l_plane, params, start_id=next_id, on_block=measure, progress=_stage(progress, "postprocessing"), cancel=cancel)
+                tables.extend(measure.collect())
         objects = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=["label"])
         new_params = dict(result.params, foreground_threshold=params.foreground_threshold, seed_threshold=params.seed_threshold, min_size=params.min_size)
         return SegmentationResult(result.name, labels, result.probabilities, objects, next_id - 1, result.model, new_params, {}, result.stack_axes)
@@ -403,6 +390,7 @@ def segment(
     import pandas as pd
 
     from .io.image import open_image
+    from .io.export import with_provenance
     from .io.outputs import Staging, create_zarr, ensure_writable_dir, write_csv_atomic, write_tif_atomic
 
     config = config or validated(SegmentConfig, **overrides)
@@ -424,8 +412,11 @@ def segment(
         in_paths = {Path(p).resolve() for p in inputs}
         staging = Staging(out)
         tmp_dirs = []
+        # label TIFFs are compressed and written on a worker while the next image (or the tables) is done
+        writer, written = ThreadPoolExecutor(max_workers=1, thread_name_prefix="impc-write"), None
         try:
             results_rows, tables, label_files, timings = [], [], [], []
+            model_info = {"name": runnable.info.name, "hash": runnable.info.content_hash}
             for i, src in enumerate(sources):
                 px = float(np.prod(src.shape)) / max(1, src.n_channels) / 1e6
                 large = px > config.in_memory_limit_mpx
@@ -443,25 +434,28 @@ def segment(
                 prog = None if progress is None else (lambda d, t, s, i=i: progress(d, t, f"{src.name} ({i + 1}/{len(sources)}): {s}"))
                 res = segment_image(src, runnable, config, labels_store=lstore, probabilities_store=pstore, progress=prog, cancel=cancel)
                 if not large:
-                    write_tif_atomic(staging.path(name), res.labels)
+                    if written is not None:
+                        written.result()  # one image's labels in flight at a time
+                    written = writer.submit(write_tif_atomic, staging.path(name), res.labels)
                 label_files.append(out / name)
-                frame = res.objects
-                frame.insert(0, "image", src.name)
-                frame["model_name"], frame["model_hash"] = res.model["name"], res.model["hash"]
-                tables.append(frame)
+                tables.append(with_provenance(res.objects, src.name, model_info))
                 results_rows.append(res.counts_row())
                 timings.append(res.timings)
                 for t in tmp_dirs:
                     shutil.rmtree(t, ignore_errors=True)
                 tmp_dirs.clear()
-            objects = pd.concat(tables, ignore_index=True)
+            write_csv_atomic(staging.path("objects.csv"), pd.concat(tables, ignore_index=True))
             counts = pd.DataFrame(results_rows)
-            write_csv_atomic(staging.path("objects.csv"), objects)
             write_csv_atomic(staging.path("counts.csv"), counts)
+            if written is not None:
+                written.result()
             staging.commit()
         except BaseException:
+            writer.shutdown(wait=True, cancel_futures=True)  # nothing may land in the folder after the abort
             staging.abort()
             raise
+        finally:
+            writer.shutdown(wait=True)
     finally:
         for s in sources:
             s.close()

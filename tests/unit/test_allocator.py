@@ -73,3 +73,14 @@ def _decorated():
 
 def test_works_as_a_decorator():
     assert _decorated() == 1 and allocator._depth == 0
+
+
+@glibc
+def test_release_free_memory_returns_the_heap_between_phases():
+    with reuse_large_buffers():
+        a = np.ones(96 * MB // 8)
+        del a
+        held = _rss()
+        allocator.release_free_memory()
+        assert _rss() < held - 64 * MB
+        assert not _big_buffer_is_mmapped()  # still tuned for the next phase

@@ -128,3 +128,29 @@ def test_float_outputs_are_written_raw(tiny_model):
     predict_plane(tiny_model, _reader(img), img.shape, f, norm, tile=128, halo=16)
     assert f.dtype == np.float32 and 0 <= f.min() and f.max() <= 1
     assert np.abs(np.round(f * 255) - q).max() <= 1
+
+
+@pytest.mark.parametrize("band_limit", [1 << 30, 1000])  # a band per grid row / too big: tile by tile
+def test_reader_cuts_tiles_from_row_bands_and_reads_each_row_once(monkeypatch, band_limit):
+    from napari_impc_dl.inference import engine
+    from napari_impc_dl.inference.tiling import plan_tiles
+
+    monkeypatch.setattr(engine, "_BAND_BYTES", band_limit)
+    img = np.random.default_rng(0).integers(0, 4000, (300, 410)).astype(np.uint16)
+    plan = plan_tiles(img.shape, 128, 16, step=8, min_tile=32)
+    calls = []
+
+    def read(t):
+        calls.append((t.y0, t.y1, t.x0, t.x1))
+        return img[None, t.y0 : t.y1, t.x0 : t.x1]
+
+    norm = percentile_normalizer(img.reshape(1, -1), 1, 99.8)
+    reader = engine._Reader(read, plan, norm, 1, pin=False)
+    for t in plan.tiles:
+        expected = np.pad(img[None, t.y0 : t.y1, t.x0 : t.x1], ((0, 0), (0, t.py), (0, t.px)), mode="reflect")
+        assert np.array_equal(reader._load(t), norm(expected))
+    rows = len({(t.y0, t.y1) for t in plan.tiles})
+    if band_limit > 1000:
+        assert len(calls) == 1 + rows  # the first tile (to learn the dtype), then one band per grid row
+    else:
+        assert len(calls) == len(plan.tiles)

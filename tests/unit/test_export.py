@@ -168,3 +168,29 @@ def test_intensity_columns_measure_the_chosen_channel(small, tiny_model):
     for res in (r := api.segment_image(stack, tiny_model, cfg)), api.relabel(r, stack, cfg):
         assert res.n_objects > 0
         assert "mean_intensity_c2" in res.objects.columns and not (res.objects["max_intensity_c2"] == 5).all()
+
+
+def test_fast_csv_writer_is_byte_identical_to_pandas(tmp_path):
+    import pandas as pd
+
+    from napari_impc_dl.io.outputs import _csv_text, write_csv_atomic
+
+    rng = np.random.default_rng(0)
+    n = 500
+    frame = pd.DataFrame({
+        "image": ["a,b", 'say "hi"', "plain", None, "x"] * (n // 5),
+        "label": np.arange(n, dtype=np.int64),
+        "u": np.arange(n, dtype=np.uint16),
+        "value": rng.normal(size=n) * 10.0 ** rng.integers(-8, 18, n),
+        "model_hash": pd.array(["918158e0f37b"] * n, dtype="string"),
+    })
+    frame.loc[[1, 7], "value"] = [np.nan, np.inf]
+    frame.loc[[2, 8, 9], "value"] = [-np.inf, -0.0, 1e16]
+    for f in (frame, frame.iloc[:0], frame[["label"]]):
+        assert _csv_text(f) == f.to_csv(index=False)
+    write_csv_atomic(tmp_path / "t.csv", frame)
+    assert (tmp_path / "t.csv").read_text() == frame.to_csv(index=False)
+    odd = pd.DataFrame({"flag": [True, False], "f32": np.float32([0.1, 2.5])})
+    assert _csv_text(odd) is None  # left to pandas
+    write_csv_atomic(tmp_path / "o.csv", odd)
+    assert (tmp_path / "o.csv").read_text() == odd.to_csv(index=False)

@@ -10,8 +10,9 @@ postprocessing on 2048-pixel blocks gains too.
 
 :func:`reuse_large_buffers` raises both thresholds while a run lasts, then restores glibc's
 defaults and gives the freed memory back to the system (``malloc_trim``), so a long napari
-session does not keep the run's peak. Nested and concurrent uses are counted; only the outermost
-exit restores. On other C libraries (macOS, Windows, musl) it does nothing.
+session does not keep the run's peak; :func:`release_free_memory` does the same between phases.
+Nested and concurrent uses are counted; only the outermost exit restores. On other C libraries
+(macOS, Windows, musl) both do nothing.
 """
 
 from __future__ import annotations
@@ -48,6 +49,14 @@ def _libc():
         return libc
     except (OSError, AttributeError):  # pragma: no cover - unusual libc
         return None
+
+
+def release_free_memory() -> None:
+    """Give the heap's free memory back to the OS now (between phases of a run: the forward's buffers
+    are not needed by postprocessing, and holding them would add to the run's peak)."""
+    libc = _libc()
+    if libc is not None:
+        libc.malloc_trim(0)
 
 
 @contextmanager

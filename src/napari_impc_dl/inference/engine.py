@@ -31,6 +31,7 @@ import numpy as np
 
 from ..config import GPU_BATCH
 from ..errors import CancelToken
+from .allocator import release_free_memory
 from .runnable import Normalizer, Runnable
 from .tiling import Tile, TilePlan, plan_tiles
 
@@ -90,17 +91,42 @@ class _Retry(Exception):
     """Internal: re-plan the plane with a smaller tile or another device."""
 
 
+_BAND_BYTES = 64 * 2**20
+"""A row of tiles is read as one band when the band is at most this big (in the image's dtype)."""
+
+
 class _Reader(threading.Thread):
-    """Reads, pads and normalises batches of tiles ahead of the model."""
+    """Reads, pads and normalises batches of tiles ahead of the model.
+
+    Tiles of one grid row are cut from one read of the whole band of rows (when it is at most
+    :data:`_BAND_BYTES`): neighbouring tiles overlap and share storage chunks, so reading tile by
+    tile would decode most chunks of a zarr / tiled TIFF two to four times. The reader's CPU time
+    is taken from the model's threads, so it matters beyond its own share.
+    """
 
     def __init__(self, read: Callable[[Tile], np.ndarray], plan: TilePlan, normalize: Normalizer, batch: int, pin: bool, depth: int = 2):
         super().__init__(daemon=True, name="impc-tile-reader")
         self.read, self.plan, self.normalize, self.batch, self.pin = read, plan, normalize, batch, pin
+        self.band_bytes: int | None = None
+        """Bytes of one band of rows, known after the first read."""
         self.q: queue.Queue = queue.Queue(maxsize=depth)
         self.stop = threading.Event()
+        self._band: tuple[tuple[int, int], np.ndarray] | None = None
+
+    def _window(self, tile: Tile) -> np.ndarray:
+        if self.band_bytes is None:  # the first tile tells the channels and dtype
+            x = self.read(tile)
+            self.band_bytes = x.nbytes * self.plan.shape[1] // max(1, tile.x1 - tile.x0)
+            return x
+        if self.band_bytes > _BAND_BYTES or tile.x1 - tile.x0 >= self.plan.shape[1]:
+            return self.read(tile)
+        if self._band is None or self._band[0] != (tile.y0, tile.y1):
+            w = self.plan.shape[1]
+            self._band = ((tile.y0, tile.y1), self.read(Tile(tile.y0, tile.y1, 0, w, tile.y0, tile.y1, 0, w)))
+        return self._band[1][:, :, tile.x0 : tile.x1]
 
     def _load(self, tile: Tile) -> np.ndarray:
-        x = self.read(tile)
+        x = self._window(tile)
         py, px = tile.py, tile.px
         if py or px:
             mode = "reflect" if (x.shape[1] > py and x.shape[2] > px) else "edge"
@@ -199,6 +225,7 @@ def predict_plane(
                 model.to("cpu")
             else:
                 raise AssertionError(action) from None
+    release_free_memory()  # the forward's buffers: what comes next (postprocessing) should not sit on top of them
     stats.seconds = time.perf_counter() - t0
     return stats
 
@@ -235,7 +262,7 @@ def _run_plan(model, read, plan: TilePlan, out, normalize, batch, progress, canc
                     try:
                         xd = xs.to(device, non_blocking=cuda).contiguous(memory_format=torch.channels_last)
                         y = model.forward(xd)
-                        y8 = y.float().mul_(255.0).add_(0.5).clamp_(0, 255).to(torch.uint8) if quantize else y.float()
+                        y8 = torch.add(0.5, y.float(), alpha=255.0).clamp_(0, 255).to(torch.uint8) if quantize else y.float()
                     except (RuntimeError, MemoryError) as exc:
                         if not (cuda and _is_oom(exc)):
                             raise

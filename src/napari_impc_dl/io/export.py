@@ -228,11 +228,16 @@ def write_labels_ome_zarr(
 
 def objects_frame(result):
     """The ``objects.csv`` rows of one result: ``image``, measurements, ``model_name``, ``model_hash`` (CLI columns)."""
-    frame = result.objects.copy()
+    return with_provenance(result.objects, result.name, result.model)
+
+
+def with_provenance(objects, image: str, model: dict):
+    """A copy of an objects table with the ``objects.csv`` columns around it: ``image`` first, the model's name and hash last."""
+    frame = objects.copy()
     if "index" in frame.columns:  # napari's label -> row key, not a measurement
         frame = frame.drop(columns="index")
-    frame.insert(0, "image", result.name)
-    frame["model_name"], frame["model_hash"] = result.model.get("name", ""), result.model.get("hash", "")
+    frame.insert(0, "image", image)
+    frame["model_name"], frame["model_hash"] = model.get("name", ""), model.get("hash", "")
     return frame
 
 

@@ -60,6 +60,7 @@ class ImageSource:
         self.spatial_shape = (self.shape[axes.index("Y")], self.shape[axes.index("X")])
         self.stack_shape = tuple(s for a, s in zip(axes, self.shape, strict=True) if a in _STACK)
         self._closer = closer
+        self._samples: dict[tuple, np.ndarray] = {}  # sample() memo: input checks and normalisation share one read
         self._closed = False
         self._label = f"'{path}'" if path is not None else f"'{name}'"
 
@@ -119,10 +120,14 @@ class ImageSource:
         Pixels come from a grid of windows spread evenly over the plane, each window inside one
         storage chunk, so a large chunked image is touched in only a few chunks. A plane of at most
         ``max_pixels`` pixels is returned whole. With ``plane=()`` on a stack, up to 8 planes spread
-        over the stack share the budget.
+        over the stack share the budget. The sample is read once per ``(plane, max_pixels)`` and
+        returned read-only afterwards.
         """
         if max_pixels < 1:
             raise ValueError("max_pixels must be >= 1")
+        key = (tuple(plane), max_pixels)
+        if key in self._samples:
+            return self._samples[key]
         if plane or not self.stack_shape:
             chosen = [self._check_plane(plane)]
         else:
@@ -130,7 +135,12 @@ class ImageSource:
             flat = np.unique(np.linspace(0, total - 1, min(8, total)).round().astype(int))
             chosen = [tuple(int(i) for i in np.unravel_index(f, self.stack_shape)) for f in flat]
         budget = max(1, max_pixels // len(chosen))
-        return np.concatenate([self._sample_plane(p, budget) for p in chosen], axis=1)
+        out = np.concatenate([self._sample_plane(p, budget) for p in chosen], axis=1)
+        out.flags.writeable = False
+        if len(self._samples) >= 16:
+            self._samples.pop(next(iter(self._samples)))
+        self._samples[key] = out
+        return out
 
     def _sample_plane(self, plane: tuple[int, ...], budget: int) -> np.ndarray:
         ny, nx = self.spatial_shape
@@ -184,6 +194,7 @@ class ImageSource:
     def close(self) -> None:
         """Release the file (safe to call twice). Windows already read stay valid."""
         closer, self._closer, self._closed = self._closer, _nothing, True
+        self._samples.clear()
         closer()
 
     def __enter__(self) -> ImageSource:

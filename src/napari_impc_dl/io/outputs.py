@@ -72,7 +72,11 @@ def write_tif_atomic(path: Path, array: np.ndarray) -> None:
     try:
         # deflate at level 1: readable everywhere (Fiji, QuPath), several times faster than the default level
         # minisblack: a 3-plane label stack must never be stored (and re-read) as an RGB image
-        tifffile.imwrite(tmp, np.asarray(array), photometric="minisblack", compression="zlib", compressionargs={"level": 1}, metadata={"axes": "YX"} if array.ndim == 2 else None)
+        # maxworkers: strips are compressed on all cores (zlib releases the GIL): 0.26 -> 0.16 s for 4096^2 int32 on 2 cores
+        tifffile.imwrite(
+            tmp, np.asarray(array), photometric="minisblack", compression="zlib", compressionargs={"level": 1},
+            metadata={"axes": "YX"} if array.ndim == 2 else None, maxworkers=os.cpu_count() or 1,
+        )
         os.replace(tmp, path)
     finally:
         if tmp.exists():
@@ -80,14 +84,50 @@ def write_tif_atomic(path: Path, array: np.ndarray) -> None:
 
 
 def write_csv_atomic(path: Path, frame) -> None:
-    """Write a pandas DataFrame as CSV via a temporary file in the same folder."""
+    """Write a pandas DataFrame as CSV via a temporary file in the same folder (byte-identical to ``frame.to_csv``)."""
     tmp = path.with_name(f".{path.name}.part")
     try:
-        frame.to_csv(tmp, index=False)
+        text = _csv_text(frame)
+        if text is None:
+            frame.to_csv(tmp, index=False)
+        else:
+            with open(tmp, "w", newline="") as f:
+                f.write(text)
         os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def _csv_text(frame) -> str | None:
+    """``frame.to_csv(index=False)``, about twice as fast for tables of int, float64 and string columns; None otherwise.
+
+    pandas formats floats with numpy's Dragon4 (about 1.5 us a value: 0.8 s for the 30k nuclei of a
+    4096^2 image); Python's own shortest ``repr`` gives the same digits faster. NaN becomes an empty
+    field and quoting is minimal, as in pandas.
+    """
+    import csv
+    import io
+
+    cols = []
+    for name in frame.columns:
+        values = frame[name].to_numpy()
+        kind = values.dtype.kind
+        if kind == "f" and values.dtype == np.float64:
+            cols.append(["" if v != v else repr(v) for v in values.tolist()])
+        elif kind in "iu":
+            cols.append(list(map(str, values.tolist())))
+        elif kind in "OUT" and all(isinstance(v, str) or v is None or v != v for v in values.tolist()):
+            cols.append(["" if v is None or v != v else str(v) for v in values.tolist()])
+        else:  # bool, float32, dates, mixed objects: pandas' own formatting
+            return None
+    if not all(isinstance(c, str) for c in frame.columns):
+        return None
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator=os.linesep)
+    writer.writerow(frame.columns)
+    writer.writerows(zip(*cols))
+    return out.getvalue()
 
 
 def create_zarr(path: Path, shape: tuple[int, ...], dtype, chunks: tuple[int, ...]):

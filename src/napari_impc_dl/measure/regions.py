@@ -35,6 +35,9 @@ SHAPE_COLUMNS = [
 ]
 
 
+_INT_COLUMNS = {"label", "area", "bbox_min_y", "bbox_min_x", "bbox_max_y", "bbox_max_x"}
+
+
 def intensity_columns(channel_names: list[str]) -> list[str]:
     """Names of the per-channel intensity columns."""
     cols = []
@@ -169,8 +172,8 @@ def measure_objects(
     """
     n = max(0, last_id - first_id + 1)
     names = channel_names or ([f"c{i}" for i in range(intensity.shape[0])] if intensity is not None else [])
-    if n == 0:
-        cols = {c: np.zeros(0) for c in SHAPE_COLUMNS}
+    if n == 0:  # same columns and dtypes as a non-empty table, so tables concatenate without turning ints to floats
+        cols = {c: np.zeros(0, np.int64 if c in _INT_COLUMNS else np.float64) for c in SHAPE_COLUMNS}
         cols.update({c: np.zeros(0) for c in intensity_columns(names)})
         return cols
     r = Runs(labels, first_id, n)
