@@ -100,10 +100,16 @@ def percentile_normalizer(sample: np.ndarray, low: float, high: float) -> Normal
 
 
 class CheckpointModel:
-    """A napari-impc-dl checkpoint as a :class:`Runnable`: percentile normalisation, sigmoid outputs."""
+    """A napari-impc-dl checkpoint as a :class:`Runnable`: percentile normalisation, sigmoid outputs.
+
+    ``net`` is the network as trained (what checkpoints and Model Zoo export save); ``forward``
+    runs a copy with BatchNorm folded into the convolutions (:mod:`~napari_impc_dl.models.fuse`),
+    made by :meth:`to` (a few milliseconds).
+    """
 
     def __init__(self, model, card, source: str = "") -> None:
         self.net = model
+        self._fused = None
         self.card = card
         t = card.tiling
         self.info = ModelInfo(
@@ -130,8 +136,13 @@ class CheckpointModel:
     def to(self, device) -> "CheckpointModel":
         import torch
 
+        from ..models.fuse import fuse_batchnorm
+
         self._device = torch.device(device)
         self.net = self.net.to(self._device).to(memory_format=torch.channels_last).eval()
+        with torch.inference_mode(False):  # real parameters, also when called inside an inference block (OOM fallback)
+            fused = fuse_batchnorm(self.net, self.info.in_channels, side=max(64, self.card.tiling.min_tile))
+            self._fused = fused.to(memory_format=torch.channels_last)
         return self
 
     def fit_normalizer(self, sample: np.ndarray) -> Normalizer:
@@ -139,4 +150,5 @@ class CheckpointModel:
         return percentile_normalizer(sample, n.low, n.high)
 
     def forward(self, x):
-        return self.net(x).sigmoid_()
+        net = self._fused if self._fused is not None else self.net
+        return net(x).sigmoid_()

@@ -35,7 +35,7 @@ class BlockTables:
         self.stack_axes, self.depth = stack_axes, depth
         self.seconds = 0.0
         """Worker time spent reading intensities and measuring."""
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="impc-measure")
+        self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="impc-measure")
         self._pending: deque[Future] = deque()
         self._done: list = []
 
