@@ -7,19 +7,21 @@ fresh process so peak RSS is that run's alone, runs ``napari_impc_dl.api.segment
 starter model and the engine's default tile and halo: open, read, tile, batch, forward, stitch,
 postprocess, write labels, measure, write CSVs. The model is loaded before the clock starts. The
 4k image is segmented ``1 + --repeats`` times in its process: the first run warms up (it also
-pays imports, kernel set-up for the tile shape and heap growth: ``end_to_end_first_s``) and the
-run with the median time is reported, as the bare forward is timed ``--repeats`` times after two
-warm-up passes and its median reported (a shared 2-core machine varies by 5-10 % between runs).
-The 16k run is a single run, for its peak memory. The
-bare forward runs the same model (same device, batch, memory format, precision and allocator
-settings: see ``inference/allocator.py``) over the same number of pixels in 512 x 512 tiles,
-with no IO, no halo and no postprocessing. The last line printed is one JSON object:
+pays imports, kernel set-up for the tile shape and heap growth: ``end_to_end_first_s``). Before
+each timed run the bare forward is timed once in the same process, so each pair sees the machine
+in the same state (on a shared 2-core machine the forward's speed drifts by 10-30 % over
+minutes); medians are reported. The 16k run is a single run, for its peak memory. The bare
+forward runs the very model the engine runs (same device, batch, memory format, precision,
+BatchNorm folding and allocator settings: see ``inference/allocator.py``) over the same number of
+pixels in 512 x 512 tiles, with no IO, no halo and no postprocessing. The last line printed is
+one JSON object:
 
-    end_to_end_s, mpx_per_s, postprocess_s, bare_forward_s, efficiency, postprocess_share,
-    peak_rss_mb_4k, peak_rss_mb_16k, ... (tile shape, tiles, objects, device, timings)
+    end_to_end_s, mpx_per_s, postprocess_s, bare_forward_s, efficiency, efficiency_paired,
+    postprocess_share, peak_rss_mb_4k, peak_rss_mb_16k, ... (tile shape, tiles, objects, device, timings)
 
 ``efficiency = bare_forward_s / (end_to_end_s - postprocess_s)``;
-``postprocess_share = postprocess_s / end_to_end_s``. Figures, not asserts.
+``efficiency_paired`` is the median over the timed runs of the same ratio with each run's own
+bare forward; ``postprocess_share = postprocess_s / end_to_end_s``. Figures, not asserts.
 """
 
 from __future__ import annotations
@@ -40,8 +42,11 @@ def _child(args) -> None:
     from napari_impc_dl import api
 
     model = api.load_model(args.model, device=args.device)  # imports and model construction are not the job
-    runs = []
-    for _ in range(args.runs):  # the first run warms up (kernels for the tile shape, heap); the median of the rest is reported
+    h, w = _image_shape(args.image)
+    runs, bare = [], []
+    for i in range(args.runs):  # the first run warms up (kernels for the tile shape, heap); the median of the rest is reported
+        if i and args.bare:  # the bare forward runs between the timed runs, so both see the machine in the same state
+            bare.append(_bare(model, args, h * w))
         out = Path(tempfile.mkdtemp(prefix="bench-out-", dir=args.workdir))
         t0 = time.perf_counter()
         report = api.segment([args.image], out, model=model, device=args.device, batch=args.batch, tile=args.tile, halo=args.halo)
@@ -54,11 +59,17 @@ def _child(args) -> None:
             "inference_s": t["inference_s"],
             "measure_s": t["measure_s"],
         })
-    timed = sorted(runs[1:] or runs, key=lambda r: r["end_to_end_s"])
+    timed = runs[1:] or runs
+    # efficiency of each timed run against the bare forward measured just before it
+    pairs = [b / (r["end_to_end_s"] - r["postprocess_s"]) for r, b in zip(timed, bare)]
+    timed_sorted = sorted(timed, key=lambda r: r["end_to_end_s"])
     print(json.dumps({
-        **timed[len(timed) // 2],
+        **timed_sorted[len(timed_sorted) // 2],
         "end_to_end_first_s": runs[0]["end_to_end_s"],
         "end_to_end_all_s": [round(r["end_to_end_s"], 3) for r in runs],
+        "postprocess_all_s": [round(r["postprocess_s"], 3) for r in runs],
+        "bare_forward_all_s": [round(b, 3) for b in bare],
+        "efficiency_pairs": [round(e, 3) for e in pairs],
         "tiles": t["tiles"],
         "tile_shape": t["tile_shape"],
         "batch": t["batch"],
@@ -69,15 +80,24 @@ def _child(args) -> None:
     }))
 
 
-def _bare(args, n_pixels: int) -> list[float]:
+def _image_shape(path) -> tuple[int, int]:
+    from napari_impc_dl.io.image import open_image
+
+    src = open_image(path)
+    try:
+        return src.spatial_shape
+    finally:
+        src.close()
+
+
+def _bare(model, args, n_pixels: int) -> float:
+    """Seconds of the bare forward over ``n_pixels`` in 512 x 512 tiles (the engine's batch, memory format, precision, allocator)."""
     import torch
 
-    from napari_impc_dl import api
     from napari_impc_dl.config import GPU_BATCH
     from napari_impc_dl.inference.allocator import reuse_large_buffers
     from napari_impc_dl.inference.engine import _autocast
 
-    model = api.load_model(args.model, device=args.device)
     dev = model.device
     batch = args.batch or (1 if dev.type == "cpu" else GPU_BATCH)
     n_tiles = max(1, round(n_pixels / (512 * 512)))
@@ -87,19 +107,17 @@ def _bare(args, n_pixels: int) -> list[float]:
             model.forward(x)
         if dev.type == "cuda":
             torch.cuda.synchronize()
-        times = []
-        for _ in range(args.repeats):
-            t0 = time.perf_counter()
-            for _ in range(0, n_tiles, batch):
-                model.forward(x)
-            if dev.type == "cuda":
-                torch.cuda.synchronize()
-            times.append(time.perf_counter() - t0)
-    return times
+        t0 = time.perf_counter()
+        for _ in range(0, n_tiles, batch):
+            model.forward(x)
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter() - t0
 
 
-def _run_child(args, image: Path, runs: int) -> dict:
+def _run_child(args, image: Path, runs: int, bare: bool = False) -> dict:
     cmd = [sys.executable, __file__, "--child", "--image", str(image), "--workdir", str(args.workdir), "--device", args.device, "--model", args.model, f"--runs={runs}"]
+    cmd += ["--bare"] if bare else []
     cmd += [f"--batch={args.batch}"] if args.batch else []
     cmd += [f"--tile={args.tile}"] if args.tile else []
     cmd += [f"--halo={args.halo}"] if args.halo is not None else []
@@ -125,6 +143,7 @@ def main() -> None:
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--image", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--runs", type=int, default=1, help=argparse.SUPPRESS)
+    ap.add_argument("--bare", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
     if args.child:
@@ -140,11 +159,12 @@ def main() -> None:
             write_large_nuclei_zarr(path, size, seed=11)
             print(f"generated {path} in {time.perf_counter() - t0:.0f}s", file=sys.stderr, flush=True)
         images[size] = path
-    small = _run_child(args, images[args.size], runs=1 + args.repeats)  # timed warm, like the bare forward
+    small = _run_child(args, images[args.size], runs=1 + args.repeats, bare=True)  # timed warm, bare forwards in between
 
     print(f"{args.size}: {json.dumps(small)}", file=sys.stderr, flush=True)
-    bare_all = _bare(args, args.size * args.size)
+    bare_all = small["bare_forward_all_s"]
     bare = sorted(bare_all)[len(bare_all) // 2]
+    pairs = sorted(small["efficiency_pairs"])
     big = None if args.no_big else _run_child(args, images[args.big], runs=1)  # for its peak memory
     if big:
         print(f"{args.big}: {json.dumps(big)}", file=sys.stderr, flush=True)
@@ -156,8 +176,10 @@ def main() -> None:
         "mpx_per_s": round(args.size * args.size / 1e6 / e2e, 3),
         "postprocess_s": round(post, 3),
         "bare_forward_s": round(bare, 3),
-        "bare_forward_all_s": [round(b, 3) for b in bare_all],
+        "bare_forward_all_s": bare_all,
         "efficiency": round(bare / (e2e - post), 3),
+        "efficiency_paired": pairs[len(pairs) // 2],
+        "efficiency_pairs": small["efficiency_pairs"],
         "postprocess_share": round(post / e2e, 3),
         "peak_rss_mb_4k": round(small["peak_rss_mb"], 1),
         "peak_rss_mb_16k": round(big["peak_rss_mb"], 1) if big else None,

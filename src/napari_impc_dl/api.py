@@ -195,6 +195,7 @@ def segment_image(
     *,
     labels_store=None,
     probabilities_store=None,
+    labels_ready: Callable[[Any], None] | None = None,
     progress: Progress | None = None,
     cancel: CancelToken | None = None,
 ) -> SegmentationResult:
@@ -202,7 +203,8 @@ def segment_image(
 
     ``model`` is a Runnable (from :func:`load_model`), a preset name or a checkpoint path.
     ``labels_store`` / ``probabilities_store`` may be given (e.g. zarr arrays on disk for large images);
-    otherwise numpy arrays are allocated.
+    otherwise numpy arrays are allocated. ``labels_ready(labels)`` is called as soon as the labels are
+    final, while the last objects are still being measured (e.g. to start writing them).
     """
     import pandas as pd
 
@@ -261,6 +263,8 @@ def segment_image(
                     p_plane, l_plane, params, start_id=next_id, on_block=measure,
                     progress=_stage(progress, "postprocessing"), cancel=cancel,
                 )
+                if labels_ready is not None and pi == len(planes) - 1:
+                    labels_ready(labels)
                 tables.extend(measure.collect())
             timings["postprocess_s"] += busy
             timings["measure_s"] += measure.seconds
@@ -431,11 +435,17 @@ def segment(
                     K = len(runnable.info.output_names)
                     pstore = create_zarr(tmp / "p.zarr", src.stack_shape + (K, H, W), np.uint8, (1,) * len(src.stack_shape) + (K, 1024, 1024))
                 prog = None if progress is None else (lambda d, t, s, i=i: progress(d, t, f"{src.name} ({i + 1}/{len(sources)}): {s}"))
-                res = segment_image(src, runnable, config, labels_store=lstore, probabilities_store=pstore, progress=prog, cancel=cancel)
-                if not large:
+
+                def write_labels(labels, name=name):  # starts while the last objects are measured
+                    nonlocal written
                     if written is not None:
                         written.result()  # one image's labels in flight at a time
-                    written = writer.submit(write_tif_atomic, staging.path(name), res.labels)
+                    written = writer.submit(write_tif_atomic, staging.path(name), labels)
+
+                res = segment_image(
+                    src, runnable, config, labels_store=lstore, probabilities_store=pstore,
+                    labels_ready=None if large else write_labels, progress=prog, cancel=cancel,
+                )
                 label_files.append(out / name)
                 tables.append(with_provenance(res.objects, src.name, model_info))
                 results_rows.append(res.counts_row())

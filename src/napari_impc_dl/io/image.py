@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -163,12 +164,20 @@ class ImageSource:
         n = max(1, budget // (wy * wx))
         gy = min(rows, n, max(1, round(math.sqrt(n * rows / cols))))
         gx = min(cols, max(1, round(n / gy)))
-        parts = []
+        windows = []
         for k, (r, q) in enumerate(itertools.product(_spread(rows, gy), _spread(cols, gx))):
             # Inside a chunk larger than the window, vary the offset (not every strip sampled at x=0).
             oy = r * step[0] + int((((k + 0.5) * 0.618) % 1) * max(0, min(step[0], ny - r * step[0]) - wy))
             ox = q * step[1] + int((((k + 0.5) * 0.382) % 1) * max(0, min(step[1], nx - q * step[1]) - wx))
-            parts.append(self.read(plane, slice(oy, oy + wy), slice(ox, ox + wx)).reshape(c, -1))
+            windows.append((slice(oy, oy + wy), slice(ox, ox + wx)))
+        read = lambda w: self.read(plane, *w).reshape(c, -1)  # noqa: E731
+        if self._chunk_yx() is not None and len(windows) > 1:  # chunk decoding releases the GIL: one window per core at once
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1), thread_name_prefix="impc-sample") as pool:
+                parts = list(pool.map(read, windows))
+        else:
+            parts = [read(w) for w in windows]
         out = np.concatenate(parts, axis=1)
         if out.shape[1] > budget:
             out = out[:, np.linspace(0, out.shape[1] - 1, budget).astype(int)]

@@ -115,31 +115,52 @@ def _fast_csv_ok(frame) -> bool:
 
 
 def _csv_chunks(frame, rows: int = 20_000):
-    """``frame.to_csv(index=False)`` in pieces of ``rows`` rows, about twice as fast (see :func:`_fast_csv_ok`).
+    """``frame.to_csv(index=False)`` in pieces of ``rows`` rows, about 2.5 times as fast (see :func:`_fast_csv_ok`).
 
     pandas formats floats with numpy's Dragon4 (about 1.5 us a value: 0.8 s for the 30k nuclei of a
-    4096^2 image); Python's own shortest ``repr`` gives the same digits faster. NaN becomes an empty
-    field and quoting is minimal, as in pandas. Pieces keep the memory bounded (a 16k image has
-    500k objects: ten million fields).
+    4096^2 image); Python's own shortest ``repr`` gives the same digits faster. Each row is one
+    ``%`` formatting of a template (``%r`` for floats, ``%d`` for ints), so the per-value work
+    happens in C; a float column holding NaN, and text columns, are formatted per value first
+    (NaN becomes an empty field; text is quoted as pandas quotes it, once per distinct value).
+    Pieces keep the memory bounded (a 16k image has 500k objects: ten million fields).
     """
     import csv
     import io
 
-    def fmt(values) -> list[str]:
+    def quoted(value) -> str:
+        if value is None or value != value:
+            return ""
+        buf = io.StringIO()
+        csv.writer(buf, lineterminator="").writerow([str(value)])
+        return buf.getvalue()
+
+    columns = []  # (numpy values, "%r" / "%d" / "%s", per-value formatter for "%s")
+    for name in frame.columns:
+        values = frame[name].to_numpy()
         kind = values.dtype.kind
         if kind == "f":
-            return ["" if v != v else repr(v) for v in values.tolist()]
-        if kind in "iu":
-            return list(map(str, values.tolist()))
-        return ["" if v is None or v != v else str(v) for v in values.tolist()]
-
-    columns = [frame[name].to_numpy() for name in frame.columns]
+            nan = bool(np.isnan(values).any())
+            columns.append((values, "%s" if nan else "%r", (lambda v: "" if v != v else repr(v)) if nan else None))
+        elif kind in "iu":
+            columns.append((values, "%d", None))
+        else:
+            columns.append((values, "%s", quoted))
+    template = ",".join(code for _, code, _ in columns) + os.linesep
     for start in range(0, max(1, len(frame)), rows):
         out = io.StringIO()
-        writer = csv.writer(out, lineterminator=os.linesep)
         if start == 0:
-            writer.writerow(frame.columns)
-        writer.writerows(zip(*(fmt(c[start : start + rows]) for c in columns)))
+            csv.writer(out, lineterminator=os.linesep).writerow(frame.columns)
+        fields = []
+        for values, code, fmt in columns:
+            chunk = values[start : start + rows].tolist()
+            if fmt is quoted:
+                seen: dict = {}
+                chunk = [seen[v] if v in seen else seen.setdefault(v, quoted(v)) for v in chunk]
+            elif fmt is not None:
+                chunk = list(map(fmt, chunk))
+            fields.append(chunk)
+        if fields:
+            out.write("".join(map(template.__mod__, zip(*fields))))
         yield out.getvalue()
 
 

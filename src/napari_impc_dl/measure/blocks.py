@@ -1,11 +1,13 @@
-"""Measure the objects of each finished postprocessing block on a worker thread.
+"""Measure the objects of each finished postprocessing block on worker threads.
 
 :func:`~napari_impc_dl.inference.instances.labels_from_probabilities` hands every block's owned
 objects to an ``on_block`` callback. :class:`BlockTables` is that callback: it queues the block
-for measurement (shape columns and the intensity of the block's image window) on one worker
-thread, so measuring block *i* runs beside the postprocessing of block *i + 1* (both are numpy
-work that releases the GIL), and :meth:`BlockTables.collect` returns the tables in block order.
-At most ``depth`` blocks wait, so memory stays bounded on images of any size.
+for measurement (shape columns and the intensity of the block's image window) on worker
+threads, so measuring block *i* runs beside the postprocessing of the next blocks (both are numpy
+work that mostly releases the GIL), and :meth:`BlockTables.collect` returns the tables in block
+order. Each block is measured in ``parts`` ranges of its ids (one per worker), so the last
+block, which nothing else overlaps, is measured on all workers at once. At most ``depth``
+blocks wait, so memory stays bounded on images of any size.
 
 (Formatting the tables as CSV text on the worker too was tried and dropped: pandas holds the GIL
 while it formats, which slowed the postprocessing thread by as much as it saved.)
@@ -13,6 +15,8 @@ while it formats, which slowed the postprocessing thread by as much as it saved.
 
 from __future__ import annotations
 
+import os
+import threading
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -30,12 +34,15 @@ class BlockTables:
     ``stack_axes`` the letters (``"TZ"``) whose indices lead each row.
     """
 
-    def __init__(self, source, plane: tuple[int, ...], channels: list[int] | None, names: list[str], stack_axes: str, *, depth: int = 2) -> None:
+    def __init__(self, source, plane: tuple[int, ...], channels: list[int] | None, names: list[str], stack_axes: str, *, depth: int = 2, workers: int | None = None) -> None:
         self.source, self.plane, self.channels, self.names = source, plane, channels, names
-        self.stack_axes, self.depth = stack_axes, depth
+        self.stack_axes = stack_axes
+        self.parts = workers or max(1, min(2, os.cpu_count() or 1))
+        self.depth = depth * self.parts
         self.seconds = 0.0
         """Worker time spent reading intensities and measuring."""
-        self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="impc-measure")
+        self._lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(max_workers=self.parts, thread_name_prefix="impc-measure")
         self._pending: deque[Future] = deque()
         self._done: list = []
 
@@ -48,18 +55,27 @@ class BlockTables:
     def __call__(self, w, glob: np.ndarray, first: int, last: int) -> None:
         while len(self._pending) >= self.depth:
             self._done.append(self._pending.popleft().result())
-        self._pending.append(self._pool.submit(self._measure, w, glob, first, last))
+        n = last - first + 1
+        cuts = [first + (n * k) // self.parts for k in range(self.parts + 1)] if n > 0 else [first, first]
+        ranges = [(a, b - 1) for a, b in zip(cuts, cuts[1:]) if b > a] or [(first, first - 1)]  # an empty block still gives its (typed, empty) table
+        image = self._pool.submit(self._read, w) if len(ranges) > 1 else None  # read once, before (FIFO) the parts that share it
+        for a, b in ranges:
+            self._pending.append(self._pool.submit(self._measure, w, glob, a, b, image))
 
-    def _measure(self, w, glob: np.ndarray, first: int, last: int):
+    def _read(self, w) -> np.ndarray:
+        inten = self.source.read(self.plane, slice(w.y0, w.y1), slice(w.x0, w.x1))
+        return inten[self.channels] if self.channels is not None else inten  # the columns are named after these
+
+    def _measure(self, w, glob: np.ndarray, first: int, last: int, image: Future | None):
         import pandas as pd
 
         t0 = time.perf_counter()
-        inten = self.source.read(self.plane, slice(w.y0, w.y1), slice(w.x0, w.x1))
-        inten = inten[self.channels] if self.channels is not None else inten  # the columns are named after these
+        inten = self._read(w) if image is None else image.result()
         frame = pd.DataFrame(measure_objects(glob, first, last, inten, self.names, offset=(w.y0, w.x0)))
         for ax, idx in zip(self.stack_axes, self.plane):
             frame.insert(0, ax.lower(), idx)
-        self.seconds += time.perf_counter() - t0
+        with self._lock:
+            self.seconds += time.perf_counter() - t0
         return frame
 
     def collect(self) -> list:
