@@ -65,3 +65,52 @@ def test_blocks_give_the_whole_image_result(block, halo):
     # every object is one connected component
     for i, sl in enumerate(ndimage.find_objects(tiled), start=1):
         assert ndimage.label(tiled[sl] == i)[1] == 1
+
+
+def test_parallel_blocks_equal_one_worker_and_report_in_order():
+    """Blocks computed two at a time give the same labels and the same on_block sequence as one after the other."""
+    from napari_impc_dl.synthetic import make_nuclei_image
+
+    _, lab = make_nuclei_image((700, 700), seed=9, density=0.5)
+    p = _probs_from_labels(lab)
+    params = InstanceParams(block=200, halo=64)
+    runs = {}
+    for workers in (1, 2):
+        out = np.zeros(lab.shape, np.int32)
+        calls = []
+        n, busy = labels_from_probabilities(p, out, params, workers=workers, on_block=lambda w, g, a, b: calls.append((w, a, b, int(g.max()))))
+        assert busy > 0
+        runs[workers] = (n, out, calls)
+    (n1, out1, calls1), (n2, out2, calls2) = runs[1], runs[2]
+    assert len(calls1) == 16 and n1 == n2 and n1 > 100
+    assert np.array_equal(out1, out2)
+    assert calls1 == calls2  # same windows, same id ranges, in raster order of blocks
+
+
+def test_worker_errors_and_cancel_leave_no_thread():
+    import threading
+
+    from napari_impc_dl.errors import CancelToken, Cancelled
+
+    p = np.zeros((2, 600, 600), np.uint8)
+    p[:, 100:140, 100:140] = 255
+    cancel = CancelToken()
+
+    def on_block(w, g, a, b):
+        cancel.cancel()
+
+    with pytest.raises(Cancelled):
+        labels_from_probabilities(p, np.zeros((600, 600), np.int32), InstanceParams(block=150, halo=32), workers=2, on_block=on_block, cancel=cancel)
+    class Failing:  # a probability store whose reads fail after a few blocks (e.g. a broken zarr chunk)
+        shape, dtype = p.shape, p.dtype
+        reads = 0
+
+        def __getitem__(self, key):
+            Failing.reads += 1
+            if Failing.reads > 3:
+                raise OSError("chunk unreadable")
+            return p[key]
+
+    with pytest.raises(OSError, match="chunk unreadable"):  # an error inside a worker reaches the caller
+        labels_from_probabilities(Failing(), np.zeros((600, 600), np.int32), InstanceParams(block=150, halo=32), workers=2)
+    assert not [t for t in threading.enumerate() if t.name.startswith("impc-instances")]

@@ -1,4 +1,6 @@
 import numpy as np
+import pytest
+from scipy import ndimage
 from scipy.spatial import ConvexHull
 from skimage.draw import ellipse
 from skimage.measure import regionprops
@@ -53,3 +55,29 @@ def test_only_requested_ids_are_measured():
     lab[40:45, 40:45] = 9  # not in range: ignored
     cols = measure_objects(lab, 3, 4)
     assert list(cols["label"]) == [3, 4] and list(cols["area"]) == [25, 100]
+
+
+@pytest.mark.parametrize("workers", [2, 3])
+def test_block_tables_split_into_id_ranges_equal_one_worker(workers):
+    """Measuring each block in id ranges on several workers gives the table of one worker, row for row."""
+    import pandas as pd
+
+    from napari_impc_dl.inference.instances import InstanceParams, labels_from_probabilities
+    from napari_impc_dl.io.image import ImageSource
+    from napari_impc_dl.measure.blocks import BlockTables
+    from napari_impc_dl.synthetic import make_nuclei_image
+
+    image, lab = make_nuclei_image((500, 500), seed=4, density=0.4)
+    p = np.stack([(lab > 0).astype(np.uint8) * 255, (lab > 0).astype(np.uint8) * 200])
+    p[1][ndimage.binary_erosion(lab > 0, iterations=3) == 0] = 60
+    src = ImageSource.from_array(image, name="img")
+    tables = {}
+    for n in (1, workers):
+        out = np.zeros(lab.shape, np.int32)
+        with BlockTables(src, (), None, ["c0"], "", workers=n) as measure:
+            labels_from_probabilities(p, out, InstanceParams(block=160, halo=48), on_block=measure)
+            tables[n] = pd.concat(measure.collect(), ignore_index=True)
+    one, many = tables[1], tables[workers]
+    assert len(one) == out.max() > 20
+    assert np.array_equal(one["label"], np.arange(1, len(one) + 1))
+    pd.testing.assert_frame_equal(one, many)
