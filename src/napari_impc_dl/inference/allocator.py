@@ -13,6 +13,14 @@ defaults and gives the freed memory back to the system (``malloc_trim``), so a l
 session does not keep the run's peak; :func:`release_free_memory` does the same between phases.
 Nested and concurrent uses are counted; only the outermost exit restores. On other C libraries
 (macOS, Windows, musl) both do nothing.
+
+It also caps glibc's number of malloc arenas at one per core (glibc allows eight per core). With
+the thresholds raised, every thread that allocates big buffers (tile reader, zarr's codec
+threads, postprocessing and measuring workers) keeps its own arena's peak for the whole run: on
+an 8192 x 8192 image that was about 150 MB of the run's peak. The cap only takes effect while
+the process has not yet sized its arena list (a fresh CLI or script process does not have, a
+napari session usually has), and cannot be undone; threads then share arenas, which costs
+nothing measurable for this workload of few, large allocations.
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import logging
+import os
 import platform
 import threading
 from contextlib import contextmanager
@@ -29,6 +38,7 @@ log = logging.getLogger(__name__)
 
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
+_M_ARENA_MAX = -8
 _RUN_MMAP_THRESHOLD = 1 << 30  # 1 GiB: any tensor of a tile forward stays in the heap
 _RUN_TRIM_THRESHOLD = (1 << 31) - 1  # never trim the heap top during the run
 _DEFAULT_MMAP_THRESHOLD = 128 * 1024  # glibc's defaults
@@ -70,6 +80,7 @@ def reuse_large_buffers():
     with _lock:
         _depth += 1
         if _depth == 1 and libc is not None:
+            libc.mallopt(_M_ARENA_MAX, max(2, os.cpu_count() or 1))
             libc.mallopt(_M_MMAP_THRESHOLD, _RUN_MMAP_THRESHOLD)
             libc.mallopt(_M_TRIM_THRESHOLD, _RUN_TRIM_THRESHOLD)
     try:
