@@ -100,3 +100,44 @@ def test_release_free_memory_returns_the_heap_between_phases():
             assert _rss() < held - 64 * MB
             assert not _big_buffer_is_mmapped()  # still tuned for the next phase
     """)
+
+
+_COUNT_ARENAS = """
+    import ctypes, os, tempfile, threading
+    def arenas():
+        libc = allocator._libc()
+        libc.fdopen.restype = ctypes.c_void_p
+        libc.malloc_info.argtypes = [ctypes.c_int, ctypes.c_void_p]
+        libc.fclose.argtypes = [ctypes.c_void_p]
+        fd, path = tempfile.mkstemp()
+        f = libc.fdopen(fd, b"w")
+        libc.malloc_info(0, f)
+        libc.fclose(f)
+        text = open(path).read()
+        os.unlink(path)
+        return text.count("<heap nr=")
+    def crowd(n=2 * (os.cpu_count() or 1) + 4):  # threads allocating big buffers at the same time (tile reader, zarr codecs, workers)
+        go = threading.Barrier(n)
+        def work():
+            go.wait()
+            for _ in range(20):
+                a = np.ones(2 * MB // 8)
+                del a
+        ts = [threading.Thread(target=work) for _ in range(n)]
+        for t in ts: t.start()
+        for t in ts: t.join()
+"""
+
+
+@glibc
+def test_threads_share_a_few_arenas_during_a_run():
+    """Inside a run, glibc makes at most one arena per core (at least 2), so worker threads cannot each keep a heap's peak."""
+    _in_fresh_process(_COUNT_ARENAS + """
+        with reuse_large_buffers():
+            crowd()
+        assert arenas() <= max(2, os.cpu_count()), arenas()
+    """)
+    _in_fresh_process(_COUNT_ARENAS + """
+        crowd()  # glibc's default, for comparison: the same threads make more arenas
+        assert arenas() > max(2, os.cpu_count()), arenas()
+    """)
