@@ -106,10 +106,15 @@ def _hull_areas(r: Runs) -> np.ndarray:
     first = np.minimum(first, max(len(ids) - 1, 0))
     support = np.zeros((r.n, _K))
     if len(ids):
+        proj = np.empty_like(y)
+        tmp = np.empty_like(y)
         for k in range(_K):
             c, s = _COS[k], _SIN[k]
-            proj = y * c + max(0.0, c) + np.maximum(xs * s, xe * s)
+            # a run's pixel squares reach furthest along (c, s) at its right end when s >= 0, else its left
+            np.multiply(y, c, out=proj)
+            proj += np.multiply(xe if s >= 0 else xs, s, out=tmp)
             support[:, k] = np.maximum.reduceat(proj, first)
+        support += np.maximum(0.0, _COS)  # the square's lower edge (y + 1) when c > 0
     # vertex between support lines k and k+1: p . u_k = h_k, p . u_{k+1} = h_{k+1}
     c0, s0, c1, s1 = _COS, _SIN, np.roll(_COS, -1), np.roll(_SIN, -1)
     det = c0 * s1 - s0 * c1
