@@ -62,15 +62,19 @@ class BlockTables:
         for a, b in ranges:
             self._pending.append(self._pool.submit(self._measure, w, glob, a, b, image))
 
-    def _read(self, w) -> np.ndarray:
+    def _read(self, w, timed: bool = True) -> np.ndarray:
+        t0 = time.perf_counter()
         inten = self.source.read(self.plane, slice(w.y0, w.y1), slice(w.x0, w.x1))
+        if timed:
+            with self._lock:
+                self.seconds += time.perf_counter() - t0
         return inten[self.channels] if self.channels is not None else inten  # the columns are named after these
 
     def _measure(self, w, glob: np.ndarray, first: int, last: int, image: Future | None):
         import pandas as pd
 
         t0 = time.perf_counter()
-        inten = self._read(w) if image is None else image.result()
+        inten = self._read(w, timed=False) if image is None else image.result()
         frame = pd.DataFrame(measure_objects(glob, first, last, inten, self.names, offset=(w.y0, w.x0)))
         for ax, idx in zip(self.stack_axes, self.plane):
             frame.insert(0, ax.lower(), idx)
