@@ -6,6 +6,7 @@ The CLI and the widgets build these from user input; a bad value becomes one rea
 
 from __future__ import annotations
 
+import os
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -15,6 +16,13 @@ from .errors import InputError
 
 GPU_BATCH = 4
 """Tiles per forward pass on a GPU (or MPS) when the batch is left to the engine."""
+
+
+def worker_threads() -> int:
+    """Threads for the numpy work after inference (postprocessing blocks, measuring them): one per
+    core, at most 2. Each postprocessing block in flight holds about 25 bytes per window pixel, so
+    more threads cost memory; more than 2 were not measured (the development machine has 2 cores)."""
+    return max(1, min(2, os.cpu_count() or 1))
 
 
 class _Strict(BaseModel):

@@ -24,7 +24,6 @@ consecutive from ``start_id`` in raster order of blocks.
 
 from __future__ import annotations
 
-import os
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -34,6 +33,7 @@ from typing import Callable
 import numpy as np
 from scipy import ndimage
 
+from ..config import worker_threads
 from ..errors import CancelToken
 from .flood import flood
 
@@ -123,16 +123,6 @@ BlockCallback = Callable[[Window, np.ndarray, int, int], None]
 objects this block owns (others 0), ``first_id..last_id`` inclusive (none when ``last_id < first_id``)."""
 
 
-def postprocess_workers(n_blocks: int) -> int:
-    """Threads that compute blocks' local instances at once: one per core, at most 2, never more than blocks.
-
-    The seeded flood, labelling and masks are numpy / scipy work that mostly releases the GIL: two
-    blocks at a time take about 0.7 of the time of one after the other on two cores. More threads
-    add memory (each block in flight holds about 25 bytes per window pixel) for little gain.
-    """
-    return max(1, min(2, os.cpu_count() or 1, n_blocks))
-
-
 def labels_from_probabilities(
     probs,
     out,
@@ -147,7 +137,9 @@ def labels_from_probabilities(
     """Write instance labels of ``probs`` ``(K, H, W)`` uint8 into ``out`` ``(H, W)`` (zeroed, int32).
 
     Blocks' local instances are computed by ``workers`` threads (default
-    :func:`postprocess_workers`), a block or two ahead; ids, writes into ``out`` and ``on_block``
+    :func:`~napari_impc_dl.config.worker_threads`, never more than blocks), a block or two ahead
+    (the seeded flood, labelling and masks mostly release the GIL: two blocks at a time take about
+    0.7 of the time of one after the other on two cores); ids, writes into ``out`` and ``on_block``
     calls happen on the calling thread in raster order of blocks, so the result does not depend
     on the number of workers. Returns ``(next_id, seconds spent turning probabilities into
     labels)``: the wall time of the call less the time spent in ``on_block`` (e.g. queueing a
@@ -155,7 +147,7 @@ def labels_from_probabilities(
     """
     shape = tuple(probs.shape[1:])
     windows = plan_blocks(shape, params.block, params.halo)
-    workers = postprocess_workers(len(windows)) if workers is None else max(1, workers)
+    workers = min(worker_threads() if workers is None else max(1, workers), len(windows))
     t_start = time.perf_counter()
     in_callback = 0.0
     next_id = start_id

@@ -149,7 +149,8 @@ class ImageSource:
         if ny * nx <= budget:
             return self.read(plane, slice(None), slice(None)).reshape(c, -1)
         side = max(16, math.isqrt(budget // 16))  # aim: about 16 windows of side x side
-        cy, cx = self._chunk_yx() or (side, side)  # no chunks (memmap, numpy): a side x side grid
+        chunks = self._chunk_yx()
+        cy, cx = chunks or (side, side)  # no chunks (memmap, numpy): a side x side grid
         cy, cx = min(cy, ny), min(cx, nx)
         if cy * cx <= side * side:  # small chunks: windows of whole chunks, grouped to about side x side
             mx = max(1, side // cx)
@@ -171,7 +172,7 @@ class ImageSource:
             ox = q * step[1] + int((((k + 0.5) * 0.382) % 1) * max(0, min(step[1], nx - q * step[1]) - wx))
             windows.append((slice(oy, oy + wy), slice(ox, ox + wx)))
         read = lambda w: self.read(plane, *w).reshape(c, -1)  # noqa: E731
-        if self._chunk_yx() is not None and len(windows) > 1:  # chunk decoding releases the GIL: one window per core at once
+        if chunks is not None and len(windows) > 1:  # chunk decoding releases the GIL: one window per core at once
             from concurrent.futures import ThreadPoolExecutor
 
             with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1), thread_name_prefix="impc-sample") as pool:

@@ -11,6 +11,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -127,12 +128,20 @@ def _csv_chunks(frame, rows: int = 20_000):
     import csv
     import io
 
-    def quoted(value) -> str:
-        if value is None or value != value:
-            return ""
-        buf = io.StringIO()
-        csv.writer(buf, lineterminator="").writerow([str(value)])
-        return buf.getvalue()
+    def quoted() -> Callable[[object], str]:
+        """A text column's formatter: pandas' quoting, worked out once per distinct value."""
+        seen: dict = {}
+
+        def fmt(value) -> str:
+            if value is None or value != value:
+                return ""
+            if value not in seen:
+                buf = io.StringIO()
+                csv.writer(buf, lineterminator="").writerow([str(value)])
+                seen[value] = buf.getvalue()
+            return seen[value]
+
+        return fmt
 
     columns = []  # (numpy values, "%r" / "%d" / "%s", per-value formatter for "%s")
     for name in frame.columns:
@@ -144,7 +153,7 @@ def _csv_chunks(frame, rows: int = 20_000):
         elif kind in "iu":
             columns.append((values, "%d", None))
         else:
-            columns.append((values, "%s", quoted))
+            columns.append((values, "%s", quoted()))
     template = ",".join(code for _, code, _ in columns) + os.linesep
     for start in range(0, max(1, len(frame)), rows):
         out = io.StringIO()
@@ -153,12 +162,7 @@ def _csv_chunks(frame, rows: int = 20_000):
         fields = []
         for values, code, fmt in columns:
             chunk = values[start : start + rows].tolist()
-            if fmt is quoted:
-                seen: dict = {}
-                chunk = [seen[v] if v in seen else seen.setdefault(v, quoted(v)) for v in chunk]
-            elif fmt is not None:
-                chunk = list(map(fmt, chunk))
-            fields.append(chunk)
+            fields.append(chunk if fmt is None else list(map(fmt, chunk)))
         if fields:
             out.write("".join(map(template.__mod__, zip(*fields))))
         yield out.getvalue()

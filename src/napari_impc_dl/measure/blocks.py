@@ -15,7 +15,6 @@ while it formats, which slowed the postprocessing thread by as much as it saved.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections import deque
@@ -23,6 +22,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 
+from ..config import worker_threads
 from .regions import measure_objects
 
 
@@ -37,7 +37,7 @@ class BlockTables:
     def __init__(self, source, plane: tuple[int, ...], channels: list[int] | None, names: list[str], stack_axes: str, *, depth: int = 2, workers: int | None = None) -> None:
         self.source, self.plane, self.channels, self.names = source, plane, channels, names
         self.stack_axes = stack_axes
-        self.parts = workers or max(1, min(2, os.cpu_count() or 1))
+        self.parts = workers or worker_threads()
         self.depth = depth * self.parts
         self.seconds = 0.0
         """Worker time spent reading intensities and measuring."""
