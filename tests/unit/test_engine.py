@@ -154,3 +154,34 @@ def test_reader_cuts_tiles_from_row_bands_and_reads_each_row_once(monkeypatch, b
         assert len(calls) == 1 + rows  # the first tile (to learn the dtype), then one band per grid row
     else:
         assert len(calls) == len(plan.tiles)
+
+
+class _WholeTiles:
+    """Wraps a Runnable and hides its ``forward_region``: the engine then computes whole tiles and crops them."""
+
+    def __init__(self, inner):
+        self.inner, self.info = inner, inner.info
+
+    @property
+    def device(self):
+        return self.inner.device
+
+    def fit_normalizer(self, s):
+        return self.inner.fit_normalizer(s)
+
+    def forward(self, x):
+        return self.inner.forward(x)
+
+
+def test_computing_only_the_cores_changes_no_output(starter, monkeypatch):
+    """The engine asks the starter model for each tile's core only; the probabilities are those of whole tiles, cropped."""
+    img = np.random.default_rng(4).integers(0, 4000, (520, 700)).astype(np.uint16)
+    windows = []
+    region = starter.forward_region
+    monkeypatch.setattr(starter, "forward_region", lambda x, keep: windows.append((tuple(x.shape[2:]), keep)) or region(x, keep), raising=False)
+    got, stats = _run(starter, img, tile=256, halo=32, batch=2)
+    want, _ = _run(_WholeTiles(starter), img, tile=256, halo=32, batch=2)
+    assert stats.n_tiles >= 6 and len(windows) == -(-stats.n_tiles // 2)
+    assert any(keep != (0, shape[0], 0, shape[1]) for shape, keep in windows)  # cores smaller than tiles were asked for
+    assert np.array_equal(got, want)
+

@@ -93,6 +93,45 @@ def test_stripwise_full_resolution_stage_is_exact(encoder):
             assert torch.equal(StripwiseUnet(net, lean.margin, rows=rows)(x), want)
 
 
+@pytest.mark.parametrize("encoder", ["tiny", "mobilenetv3-minimal", "resnet18"])
+def test_a_window_cut_at_any_block_is_exact(encoder):
+    """Outputs over a window, with the decoder cut before any block it can be cut at, equal the whole tile's, bit for bit."""
+    import torch
+
+    from napari_impc_dl.models import registry
+    from napari_impc_dl.models.lean import _grow, stripwise
+
+    torch.manual_seed(3)
+    net = registry.build(registry.architecture(encoder, in_channels=1)).eval()
+    lean = stripwise(net, 1)
+    n = len(net.decoder.blocks)
+    assert all(r is not None for r in lean.reach) and lean.reach == sorted(lean.reach, reverse=True)
+    x = torch.randn(2, 1, 160, 224)
+    rng = np.random.default_rng(0)
+    with torch.inference_mode():
+        want = net(x)
+        for _ in range(4):
+            y0, x0 = int(rng.integers(0, 150)), int(rng.integers(0, 200))
+            keep = (y0, int(rng.integers(y0 + 1, 161)), x0, int(rng.integers(x0 + 1, 225)))
+            ref = want[:, :, keep[0] : keep[1], keep[2] : keep[3]]
+            for i in range(n):
+                got = lean.run(x, keep, i, _grow(keep, lean.reach[i], 2 ** (n - i), 160, 224))
+                assert torch.equal(got, ref), (keep, i)
+            assert torch.equal(lean(x, keep=keep), ref)  # the cut it picks itself
+
+
+def test_the_cut_computes_less_for_a_tiles_core():
+    """With a 32-pixel halo, the starter architecture cuts before its half-resolution block and computes 8 pixels around the core."""
+    from napari_impc_dl.models import registry
+    from napari_impc_dl.models.lean import stripwise
+
+    lean = stripwise(registry.build(registry.architecture("mobilenetv3-minimal", in_channels=1)).eval(), 1)
+    at, win = lean.cut(1072, 1072, (32, 1040, 32, 1040))
+    assert at == 1 and win == (24, 1048, 24, 1048)
+    assert lean.cut(1072, 1072, (0, 1072, 0, 1072)) == (None, (0, 1072, 0, 1072))  # the whole tile: no cut
+    assert lean.cut(1072, 1072, None)[0] is None
+
+
 def test_stripwise_refuses_networks_it_cannot_cut():
     import segmentation_models_pytorch as smp
 

@@ -7,6 +7,8 @@
 * On CUDA the input batch is pinned and copied asynchronously; outputs are quantised to uint8 on the
   device and copied back into pinned buffers without waiting; a batch is written out only after the
   next one has been queued, so there is no host sync per tile.
+* Models with ``forward_region`` compute only the window of each batch that holds the tiles'
+  cores: the halo is context for the encoder, and most of the decoder skips it.
 * Out of memory: halve the batch, then the tile, then fall back to the CPU with a warning.
 * ``progress(done, total)`` is called after every batch; ``cancel`` (a :class:`CancelToken`) is
   checked between batches.
@@ -238,6 +240,7 @@ def _run_plan(model, read, plan: TilePlan, out, normalize, batch, progress, canc
     stats.n_tiles, stats.tile_shape, stats.halo = len(plan.tiles), plan.tile_shape, plan.halo
     stats.overhead, stats.device, stats.batch = plan.overhead, describe_device(device), batch
     quantize = np.dtype(out.dtype) == np.uint8
+    region = getattr(model, "forward_region", None)  # computes only the tiles' cores (less work over the halo)
     reader = _Reader(read, plan, normalize, batch, pin=cuda)
     reader.start()
     pending: list = []  # (tiles, host uint8 tensor, cuda event) waiting to be written
@@ -259,9 +262,11 @@ def _run_plan(model, read, plan: TilePlan, out, normalize, batch, progress, canc
                 i = 0
                 while i < len(group):
                     xs = x[i : i + sub]
+                    part = group[i : i + sub]
+                    keep = _keep(part) if region is not None else None
                     try:
                         xd = xs.to(device, non_blocking=cuda).contiguous(memory_format=torch.channels_last)
-                        y = model.forward(xd)
+                        y = model.forward(xd) if keep is None else region(xd, keep)
                         y8 = torch.add(0.5, y.float(), alpha=255.0).clamp_(0, 255).to(torch.uint8) if quantize else y.float()
                     except (RuntimeError, MemoryError) as exc:
                         if not (cuda and _is_oom(exc)):
@@ -277,11 +282,11 @@ def _run_plan(model, read, plan: TilePlan, out, normalize, batch, progress, canc
                         host.copy_(y8, non_blocking=True)
                         ev = torch.cuda.Event()
                         ev.record()
-                        pending.append((group[i : i + sub], host, ev))
+                        pending.append((part, keep, host, ev))
                         while len(pending) > 2:  # write the oldest batch; the GPU already has newer work queued
                             _write(pending.pop(0), out)
                     else:
-                        _write((group[i : i + sub], y8, None), out)
+                        _write((part, keep, y8, None), out)
                     i += len(xs)
                     done += len(xs)
                 if progress is not None:
@@ -293,11 +298,22 @@ def _run_plan(model, read, plan: TilePlan, out, normalize, batch, progress, canc
         reader.join(timeout=10)
 
 
+def _keep(tiles) -> tuple[int, int, int, int]:
+    """The window of a batch's tiles (tile coordinates) that holds every tile's core."""
+    return (
+        min(t.cy0 - t.y0 for t in tiles),
+        max(t.cy1 - t.y0 for t in tiles),
+        min(t.cx0 - t.x0 for t in tiles),
+        max(t.cx1 - t.x0 for t in tiles),
+    )
+
+
 def _write(entry, out) -> None:
-    tiles, y8, ev = entry
+    tiles, keep, y8, ev = entry
     if ev is not None:
         ev.synchronize()
     arr = y8.numpy()
+    ky, kx = (0, 0) if keep is None else (keep[0], keep[2])  # the outputs start at the window's corner
     for k, t in enumerate(tiles):
-        oy, ox = t.cy0 - t.y0, t.cx0 - t.x0
+        oy, ox = t.cy0 - t.y0 - ky, t.cx0 - t.x0 - kx
         out[:, t.cy0 : t.cy1, t.cx0 : t.cx1] = arr[k, :, oy : oy + t.cy1 - t.cy0, ox : ox + t.cx1 - t.cx0]

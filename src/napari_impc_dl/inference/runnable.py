@@ -45,12 +45,15 @@ class ModelInfo:
 class Runnable(Protocol):
     """The engine-facing model protocol.
 
-    Two optional hooks, used by :func:`napari_impc_dl.api.segment_image` when a model has them
-    (BioImage Model Zoo packages do; our checkpoints need neither):
+    Optional hooks, used by :func:`napari_impc_dl.api.segment_image` and the engine when a model
+    has them (BioImage Model Zoo packages have the first and the last, our checkpoints the second):
 
     * ``normalizer_for_image(source, plane, channels) -> Normalizer``: a normaliser from statistics
       of the *whole* plane (or image), streamed from the ImageSource, instead of ``fit_normalizer``
       on a pixel sample;
+    * ``forward_region(x, keep) -> (B, K, y1 - y0, x1 - x0)``: the outputs of :meth:`forward` over the
+      window ``keep = (y0, y1, x0, x1)`` of the tiles only, for models that can skip the work over
+      the halo that the engine throws away;
     * ``finalize_plane`` (not None) with ``raw_buffer((H, W))``: ``forward`` returns raw outputs,
       the engine writes them into the float32 buffer, and ``finalize_plane(buffer, out)`` turns the
       whole plane into ``out``'s ``(K, H, W)`` uint8 probabilities (postprocessing that needs
@@ -156,3 +159,16 @@ class CheckpointModel:
     def forward(self, x):
         net = self._inference if self._inference is not None else self.net
         return net(x).sigmoid_()
+
+    def forward_region(self, x, keep: tuple[int, int, int, int]):
+        """Probabilities of the tiles ``x`` over the window ``keep = (y0, y1, x0, x1)`` of them only.
+
+        The engine keeps only each tile's core; the inference copy then skips most of the work
+        over the halo (:mod:`~napari_impc_dl.models.lean`). The values are those of :meth:`forward`.
+        """
+        from ..models.lean import StripwiseUnet
+
+        y0, y1, x0, x1 = keep
+        if isinstance(self._inference, StripwiseUnet):
+            return self._inference(x, keep=keep).sigmoid_()
+        return self.forward(x)[:, :, y0:y1, x0:x1]
