@@ -59,7 +59,8 @@ def test_out_of_memory_halves_the_batch(tiny_model, monkeypatch):
     img = np.random.default_rng(0).integers(0, 4000, (256, 256)).astype(np.uint16)
     ref, _ = _run(tiny_model, img, tile=128, halo=16, batch=1)
     monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
-    monkeypatch.setattr(torch, "empty", lambda *a, pin_memory=False, **k: torch.zeros(*a, **k))
+    fmt = torch.contiguous_format
+    monkeypatch.setattr(torch, "empty", lambda *a, pin_memory=False, memory_format=fmt, **k: torch.zeros(*a, **k).contiguous(memory_format=memory_format))
     monkeypatch.setattr(torch.cuda, "Event", lambda: type("E", (), {"record": lambda s: None, "synchronize": lambda s: None})())
     monkeypatch.setattr(eng, "_autocast", lambda d: __import__("contextlib").nullcontext())
     monkeypatch.setattr(eng, "describe_device", lambda d: "fake-cuda")

@@ -43,28 +43,35 @@ from torch import nn
 
 log = logging.getLogger(__name__)
 
-_STRIP_ROWS = 256
-"""Half-resolution rows per strip (512 output rows)."""
+_STRIP_ROWS = 512
+"""Full-resolution rows per strip (a block at 1/s resolution computes ``512 / s`` output rows at a time)."""
+
+_QUANTUM = 16
+"""Computed windows have sides that are multiples of this (see :func:`_grow`)."""
 
 Window = tuple[int, int, int, int]
 """``(y0, y1, x0, x1)``: rows and columns of a tile, full resolution, ends exclusive."""
 
 
 class StripwiseUnet(nn.Module):
-    """An smp ``Unet`` that computes only a wanted window and its full-resolution stage in strips (module docstring).
+    """An smp ``Unet`` that computes only a wanted window, each decoder block in strips of rows (module docstring).
 
-    ``margin``: half-resolution rows of context of the last stage (last decoder block and head).
-    ``reach[i]``: full-resolution pixels of context that decoder blocks ``i..`` and the head need
-    together (None where block ``i`` or one after it cannot be cut, e.g. attention that pools).
-    ``cost[i]``: multiply-adds per full-resolution pixel of block ``i`` (the last one with the head).
+    Built from the U-Net's structure (:func:`_plan`; ``ValueError`` if its decoder cannot be cut):
+
+    * ``margins[i]``: input rows of context decoder block ``i`` (the last one with the head) needs
+      to compute a strip of its output, or None where the block must run whole;
+    * ``reach[i]``: full-resolution pixels of context blocks ``i..`` and the head need together
+      (None where the decoder cannot be cut before block ``i``, e.g. attention that pools);
+    * ``cost[i]``: multiply-adds per full-resolution pixel of block ``i`` (the last one with the head).
     """
 
-    def __init__(self, unet, margin: int, rows: int = _STRIP_ROWS, reach: list[int | None] | None = None, cost: list[float] | None = None) -> None:
+    def __init__(self, unet, rows: int = _STRIP_ROWS, quantum: int = _QUANTUM) -> None:
         super().__init__()
-        self.unet, self.margin, self.rows = unet, margin, rows
-        n = len(unet.decoder.blocks)
-        self.reach = list(reach) if reach is not None else [None] * n
-        self.cost = list(cost) if cost is not None else [1.0] * n
+        plan = _plan(unet)
+        if plan is None:
+            raise ValueError("not an smp U-Net whose decoder can be cut")
+        self.unet, self.rows, self.quantum = unet, rows, quantum
+        self.margins, self.reach, self.cost = plan
 
     def forward(self, x, keep: Window | None = None):
         """Outputs of the tile ``x`` ``(B, C, H, W)``; with ``keep``, only that window of them ``(B, K, y1 - y0, x1 - x0)``."""
@@ -75,15 +82,15 @@ class StripwiseUnet(nn.Module):
     def cut(self, H: int, W: int, keep: Window | None) -> tuple[int | None, Window]:
         """The decoder block to cut before (None: no cut) and the window computed from there, the cheapest for ``keep``."""
         full = (0, H, 0, W)
-        if keep is None or tuple(keep) == full:
-            return None, full
         depth = len(self.reach)
+        if keep is None or tuple(keep) == full or H % 2**depth or W % 2**depth:
+            return None, full
         best = (sum(self.cost) * H * W, None, full)
         for i in range(depth):
             if self.reach[i] is None:
                 continue
             g = 2 ** (depth - i)  # block i's input is at 1/g resolution: cut on its grid
-            win = _grow(keep, self.reach[i], g, H, W)
+            win = _grow(keep, self.reach[i], g, H, W, self.quantum)
             area = (win[1] - win[0]) * (win[3] - win[2])
             cost = sum(self.cost[:i]) * H * W + sum(self.cost[i:]) * area
             if cost < best[0]:
@@ -96,61 +103,91 @@ class StripwiseUnet(nn.Module):
         dec = u.decoder
         H, W = (int(v) for v in x.shape[2:])
         features = u.encoder(x)
+        shapes = [tuple(int(v) for v in f.shape[2:]) for f in features][::-1]  # deepest first
         maps = features[1:][::-1]  # deepest first; the full-resolution input is never a skip
         del features
         y = dec.center(maps.pop(0))
         skips = maps
+        del maps  # each skip is let go once its block has used it
         n = len(dec.blocks)
         Y0, Y1, X0, X1 = (0, H, 0, W) if at is None else win
-        for i, block in enumerate(dec.blocks):
+        for i in range(n):
             s = 2 ** (n - 1 - i)  # block i's output is at 1/s resolution
-            if i == at:  # from here on, only the window (on the grid of block i's input, 1/2s)
-                y = y[:, :, Y0 // (2 * s) : Y1 // (2 * s), X0 // (2 * s) : X1 // (2 * s)]
-                skips = [None if k is None else k[:, :, Y0 // t : Y1 // t, X0 // t : X1 // t] for k, t in zip(skips, (2 ** (n - 1 - j) for j in range(i, n)))]
-            h, w = ((Y1 - Y0) // s, (X1 - X0) // s) if at is not None and i >= at else (H // s, W // s)
-            if i == n - 1:
-                break
+            if i == at:  # from here on, only the window (on the grid of block i's input, 1/2s), copied: dense in the same layout
+                y = _crop(y, (Y0, Y1, X0, X1), 2 * s)
+                skips = [None if k is None else _crop(k, (Y0, Y1, X0, X1), 2 ** (n - 1 - j)) for j, k in enumerate(skips, start=i)]
+            h, w = ((Y1 - Y0) // s, (X1 - X0) // s) if at is not None and i >= at else shapes[i + 1]
             skip = skips[0] if skips else None
             skips = skips[1:]
-            y = block(y, h, w, skip_connection=skip)
+            y = self._block(i, y, skip, h, w)
             del skip
-        del skips
-        out = self._last_stage(y, h, w)
         if keep is None:
-            return out
+            return y
         ky0, ky1, kx0, kx1 = keep
         oy, ox = (0, 0) if at is None else (Y0, X0)
-        return out[:, :, ky0 - oy : ky1 - oy, kx0 - ox : kx1 - ox]
+        return y[:, :, ky0 - oy : ky1 - oy, kx0 - ox : kx1 - ox]
 
-    def _last_stage(self, y, H: int, W: int):
-        """The last decoder block and the head over the half-resolution ``y``, in strips of rows; ``(B, K, H, W)``."""
+    def _block(self, i: int, y, skip, h: int, w: int):
+        """Decoder block ``i`` (the last one followed by the head) on ``y`` and ``skip``, output ``(B, C, h, w)``, in strips of rows."""
         import torch
 
         u = self.unet
-        block = u.decoder.blocks[-1]
+        block = u.decoder.blocks[i]
+        last = i == len(u.decoder.blocks) - 1
         hy = y.shape[2]
+        m = self.margins[i]
+        if m is None or h != 2 * hy or w != 2 * y.shape[3]:  # not an exact 2x upsampling: whole
+            out = block(y, h, w, skip_connection=skip)
+            return u.segmentation_head(out) if last else out
+        step = max(1, self.rows // (2 ** (len(u.decoder.blocks) - i)))  # input rows per strip
         out = None
-        m, rows = self.margin, self.rows
-        for r0 in range(0, hy, rows):
-            r1 = min(hy, r0 + rows)
+        for r0 in range(0, hy, step):
+            r1 = min(hy, r0 + step)
             a, b = max(0, r0 - m), min(hy, r1 + m)
-            part = block(y[:, :, a:b], 2 * (b - a), W, skip_connection=None)
-            part = u.segmentation_head(part)
-            if out is None:
-                out = torch.empty((part.shape[0], part.shape[1], H, W), dtype=part.dtype, device=part.device).contiguous(memory_format=torch.channels_last)
+            part = block(y[:, :, a:b], 2 * (b - a), w, skip_connection=None if skip is None else skip[:, :, 2 * a : 2 * b])
+            if last:
+                part = u.segmentation_head(part)
+            if out is None:  # in the layout the block computes in, so the next block runs the same kernels
+                out = torch.empty((part.shape[0], part.shape[1], h, w), dtype=part.dtype, device=part.device, memory_format=_layout(part))
             out[:, :, 2 * r0 : 2 * r1] = part[:, :, 2 * (r0 - a) : 2 * (r0 - a) + 2 * (r1 - r0)]
+            del part
         return out
 
 
-def _grow(keep: Window, reach: int, grid: int, H: int, W: int) -> Window:
-    """``keep`` grown by ``reach`` pixels on every side, its edges moved out onto multiples of ``grid``, clipped to the tile."""
-    y0, y1, x0, x1 = keep
-    return (
-        max(0, (y0 - reach) // grid * grid),
-        min(H, -(-(y1 + reach) // grid) * grid),
-        max(0, (x0 - reach) // grid * grid),
-        min(W, -(-(x1 + reach) // grid) * grid),
-    )
+def _layout(t):
+    """``t``'s memory format: channels_last when its channels are innermost, else contiguous."""
+    import torch
+
+    return torch.channels_last if t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous() else torch.contiguous_format
+
+
+def _crop(t, win: Window, scale: int):
+    """The window ``win`` (full resolution) of the 1/``scale`` resolution map ``t``, as a dense copy in ``t``'s memory format."""
+    y0, y1, x0, x1 = (v // scale for v in win)
+    return t[:, :, y0:y1, x0:x1].contiguous(memory_format=_layout(t))
+
+
+def _grow(keep: Window, reach: int, grid: int, H: int, W: int, quantum: int = 1) -> Window:
+    """The window to compute for ``keep``: grown by ``reach`` on every side, on the ``grid``, inside the ``H`` x ``W`` tile.
+
+    Its sides are multiples of ``max(grid, quantum)`` (or the tile's): windows of tiles whose cores
+    are about the same size then have exactly the same shape, so a run allocates a handful of
+    tensor shapes over and over (buffers reused, kernels set up once) instead of a new one per
+    tile. A window reaching past the tile is moved inside rather than cut, which keeps its shape;
+    it then still covers ``keep`` with at least ``reach`` of context wherever the tile has it.
+    """
+    q = max(grid, quantum)
+
+    def axis(a: int, b: int, n: int) -> tuple[int, int]:
+        lo, hi = (a - reach) // grid * grid, -(-(b + reach) // grid) * grid
+        size = -(-(hi - lo) // q) * q
+        if size >= n:
+            return 0, n
+        lo = min(max(0, lo), (n - size) // grid * grid)  # inside the tile, on the grid
+        return lo, lo + size
+
+    (y0, y1), (x0, x1) = axis(keep[0], keep[1], H), axis(keep[2], keep[3], W)
+    return y0, y1, x0, x1
 
 
 def _block_reach(modules, scale: int) -> int | None:
@@ -172,8 +209,8 @@ def _block_cost(modules, scale: int) -> float:
     return macs / scale**2
 
 
-def _plan(unet) -> tuple[int, list[int | None], list[float]] | None:
-    """``(margin, reach, cost)`` for :class:`StripwiseUnet`, or None if the decoder's structure is not the expected one."""
+def _plan(unet) -> tuple[list[int | None], list[int | None], list[float]] | None:
+    """``(margins, reach, cost)`` for :class:`StripwiseUnet`, or None if the decoder's structure is not the expected one."""
     blocks, head = list(unet.decoder.blocks), unet.segmentation_head
     if not isinstance(head, nn.Sequential):
         return None
@@ -181,6 +218,7 @@ def _plan(unet) -> tuple[int, list[int | None], list[float]] | None:
     head_reach = _block_reach(list(head.modules()), 1)
     if head_reach is None:
         return None
+    margins: list[int | None] = [None] * n
     reach: list[int | None] = [None] * n
     cost = [0.0] * n
     after = head_reach  # context needed by everything after block i
@@ -189,15 +227,14 @@ def _plan(unet) -> tuple[int, list[int | None], list[float]] | None:
         mods = list(blocks[i].modules())
         r = _block_reach(mods, s) if getattr(blocks[i], "interpolation_mode", None) == "nearest" else None
         cost[i] = _block_cost(mods, s) + (_block_cost(list(head.modules()), 1) if i == n - 1 else 0.0)
-        if r is None or after is None:
-            after = None
-        else:
-            after += r
+        if r is not None:
+            own = r // s + (head_reach if i == n - 1 else 0)  # output rows of context, at the block's own resolution
+            margins[i] = math.ceil(own / 2)  # input rows (upsampled by 2)
+        after = None if r is None or after is None else after + r
         reach[i] = after
-    if reach[-1] is None:
+    if margins[-1] is None:
         return None  # the last stage cannot even run in strips
-    last = _block_reach(list(blocks[-1].modules()), 1)
-    return math.ceil((last + head_reach) / 2), reach, cost
+    return margins, reach, cost
 
 
 def stripwise(net, in_channels: int, *, side: int = 128, tolerance: float = 1e-5):
@@ -215,25 +252,24 @@ def stripwise(net, in_channels: int, *, side: int = 128, tolerance: float = 1e-5
         return net
     if not isinstance(getattr(net, "decoder", None), UnetDecoder) or getattr(net, "classification_head", None) is not None:
         return net
-    plan = _plan(net)
-    if plan is None:
+    try:
+        check = StripwiseUnet(net, rows=max(8, side // 4)).eval()
+    except ValueError:
         return net
-    margin, reach, cost = plan
     device = next(net.parameters()).device
     probe = torch.randn(1, in_channels, side, side, generator=torch.Generator().manual_seed(1)).to(device)
-    check = StripwiseUnet(net, margin, rows=max(4, side // 8), reach=reach, cost=cost).eval()
     keep = (side // 4 + 3, side // 2 + 5, 1, side - 7)
     with torch.inference_mode():
         want = net(probe)
         scale = float(want.abs().max()) or 1.0
         errs = [float((check(probe) - want).abs().max()) / scale]
-        for i, r in enumerate(reach):
+        for i, r in enumerate(check.reach):
             if r is not None:
-                win = _grow(keep, r, 2 ** (len(reach) - i), side, side)
+                win = _grow(keep, r, 2 ** (len(check.reach) - i), side, side)
                 got = check.run(probe, keep, i, win)
                 want_k = want[:, :, keep[0] : keep[1], keep[2] : keep[3]]
                 errs.append(float((got - want_k).abs().max()) / scale if got.shape == want_k.shape else math.inf)
     if not max(errs) <= tolerance:
         log.info("cut or strip-wise decoder changed outputs by %.2g: using the network as it is", max(errs))
         return net
-    return StripwiseUnet(net, margin, reach=reach, cost=cost).eval()
+    return StripwiseUnet(net).eval()
