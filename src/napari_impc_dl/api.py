@@ -195,7 +195,7 @@ def segment_image(
     *,
     labels_store=None,
     probabilities_store=None,
-    labels_ready: Callable[[Any], None] | None = None,
+    labels_ready: Callable[[Any, int], None] | None = None,
     progress: Progress | None = None,
     cancel: CancelToken | None = None,
 ) -> SegmentationResult:
@@ -203,7 +203,7 @@ def segment_image(
 
     ``model`` is a Runnable (from :func:`load_model`), a preset name or a checkpoint path.
     ``labels_store`` / ``probabilities_store`` may be given (e.g. zarr arrays on disk for large images);
-    otherwise numpy arrays are allocated. ``labels_ready(labels)`` is called as soon as the labels are
+    otherwise numpy arrays are allocated. ``labels_ready(labels, n_objects)`` is called as soon as the labels are
     final, while the last objects are still being measured (e.g. to start writing them).
     """
     import pandas as pd
@@ -264,7 +264,7 @@ def segment_image(
                     progress=_stage(progress, "postprocessing"), cancel=cancel,
                 )
                 if labels_ready is not None and pi == len(planes) - 1:
-                    labels_ready(labels)
+                    labels_ready(labels, next_id - 1)
                 tables.extend(measure.collect())
             timings["postprocess_s"] += busy
             timings["measure_s"] += measure.seconds
@@ -394,7 +394,7 @@ def segment(
 
     from .io.image import open_image
     from .io.export import with_provenance
-    from .io.outputs import Staging, create_zarr, ensure_writable_dir, write_csv_atomic, write_tif_atomic
+    from .io.outputs import Staging, create_zarr, ensure_writable_dir, label_dtype, write_csv_atomic, write_tif_atomic
 
     config = config or validated(SegmentConfig, **overrides)
     if not inputs:
@@ -436,11 +436,11 @@ def segment(
                     pstore = create_zarr(tmp / "p.zarr", src.stack_shape + (K, H, W), np.uint8, (1,) * len(src.stack_shape) + (K, 1024, 1024))
                 prog = None if progress is None else (lambda d, t, s, i=i: progress(d, t, f"{src.name} ({i + 1}/{len(sources)}): {s}"))
 
-                def write_labels(labels, name=name):  # starts while the last objects are measured
+                def write_labels(labels, n_objects, name=name):  # starts while the last objects are measured
                     nonlocal written
                     if written is not None:
                         written.result()  # one image's labels in flight at a time
-                    written = writer.submit(write_tif_atomic, staging.path(name), labels)
+                    written = writer.submit(write_tif_atomic, staging.path(name), labels, label_dtype(n_objects))
 
                 res = segment_image(
                     src, runnable, config, labels_store=lstore, probabilities_store=pstore,

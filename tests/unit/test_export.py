@@ -195,3 +195,20 @@ def test_fast_csv_writer_is_byte_identical_to_pandas(tmp_path):
     assert not _fast_csv_ok(odd)  # left to pandas
     write_csv_atomic(tmp_path / "o.csv", odd)
     assert (tmp_path / "o.csv").read_text() == odd.to_csv(index=False)
+
+
+def test_label_tiffs_use_the_smallest_unsigned_type(tmp_path):
+    """uint16 up to 65,535 objects (what Fiji and QuPath read as labels), uint32 beyond; ids are kept exactly."""
+    import tifffile
+
+    from napari_impc_dl.io.outputs import label_dtype, write_tif_atomic
+
+    assert label_dtype(0) == np.uint16 and label_dtype(65535) == np.uint16 and label_dtype(65536) == np.uint32
+    many = np.arange(300 * 300, dtype=np.int32).reshape(300, 300)  # 89,999 ids
+    write_tif_atomic(tmp_path / "many.tif", many, label_dtype(int(many.max())))
+    few = many % 1000
+    write_tif_atomic(tmp_path / "few.tif", few, label_dtype(int(few.max())))
+    back_many, back_few = tifffile.imread(tmp_path / "many.tif"), tifffile.imread(tmp_path / "few.tif")
+    assert back_many.dtype == np.uint32 and np.array_equal(back_many, many)
+    assert back_few.dtype == np.uint16 and np.array_equal(back_few, few)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["few.tif", "many.tif"]

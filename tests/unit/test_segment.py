@@ -26,7 +26,7 @@ def test_outputs_and_provenance(tmp_path, capsys, image_2d, tiny_checkpoint):
     stdout = capsys.readouterr().out
     assert "objects" in stdout and str(out / "counts.csv") in stdout
     labels = tifffile.imread(out / "cells_labels.tif")
-    assert labels.shape == (300, 260) and labels.dtype == np.int32
+    assert labels.shape == (300, 260) and labels.dtype == np.uint16  # what Fiji and QuPath read as labels
     objects, counts = pd.read_csv(out / "objects.csv"), pd.read_csv(out / "counts.csv")
     assert len(counts) == 1 and counts.n_objects[0] == len(objects) == labels.max()
     for col in ["image", "label", "area", "centroid_y", "centroid_x", "bbox_min_y", "mean_intensity_c0", "max_intensity_c0", "eccentricity", "solidity", "model_name", "model_hash"]:
