@@ -141,3 +141,45 @@ def test_threads_share_a_few_arenas_during_a_run():
         crowd()  # glibc's default, for comparison: the same threads make more arenas
         assert arenas() > max(2, os.cpu_count()), arenas()
     """)
+
+
+_THP = Path("/sys/kernel/mm/transparent_hugepage/enabled")
+
+
+def _faults_after_release(env: dict) -> int:
+    """Page faults of touching a 64 MB tensor again after the heap was given back, in a fresh process."""
+    code = textwrap.dedent(
+        """
+        import resource
+        import napari_impc_dl
+        import torch
+        from napari_impc_dl.inference.allocator import release_free_memory, reuse_large_buffers
+        with reuse_large_buffers():
+            x = torch.ones(16 * 2**20); del x
+            release_free_memory()
+            f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+            x = torch.ones(16 * 2**20)
+            print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)
+        """
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    return int(res.stdout.split()[-1])
+
+
+def test_importing_the_package_asks_for_huge_pages_unless_told_otherwise():
+    """torch's THP_MEM_ALLOC_ENABLE is set on import (never overridden); with THP available, a re-touched
+    64 MB tensor costs a few dozen page faults instead of 16k."""
+    import os
+
+    code = "import os, napari_impc_dl; print(os.environ['THP_MEM_ALLOC_ENABLE'])"
+    env = {k: v for k, v in os.environ.items() if k != "THP_MEM_ALLOC_ENABLE"}
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout.strip() == "1"
+    off = {**env, "THP_MEM_ALLOC_ENABLE": "0"}
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=off, check=True).stdout.strip() == "0"
+    mode = _THP.read_text() if _THP.exists() else ""
+    if allocator._libc() is None or not ("[madvise]" in mode or "[always]" in mode):
+        pytest.skip("transparent huge pages are not available here")
+    plain, huge = _faults_after_release(off), _faults_after_release(env)
+    assert huge < 1_000, huge  # 32 huge pages, not 16k small ones
+    if "[madvise]" in mode:  # ("always" gives huge pages to everything)
+        assert plain > 10_000, plain
