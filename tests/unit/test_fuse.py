@@ -187,9 +187,9 @@ def _peak_tensor_bytes(net, x) -> int:
 
 
 def test_inference_copy_needs_less_memory_per_tile(starter):
-    """At its peak, a 1024 x 1024 forward of the inference copy holds at most 0.65x the tensor bytes of the trained network's (measured: 176 vs 310 MB)."""
+    """At its peak, a 1024 x 1024 forward of the inference copy holds at most 0.55x the tensor bytes of the trained network's (measured: 143 vs 325 MB)."""
     import torch
 
     x = torch.rand(1, 1, 1024, 1024).contiguous(memory_format=torch.channels_last)
     plain, lean = _peak_tensor_bytes(starter.net, x), _peak_tensor_bytes(starter._inference, x)
-    assert plain > 1024 * 1024 * 32 * 4 and lean < 0.65 * plain, (plain, lean)
+    assert plain > 1024 * 1024 * 32 * 4 and lean < 0.55 * plain, (plain, lean)
