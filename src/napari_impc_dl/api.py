@@ -260,7 +260,7 @@ def segment_image(
             l_plane = _plane(labels, plane)
             with BlockTables(source, plane, channels, names, stack_axes) as measure:  # measures block i beside block i + 1
                 next_id, busy = labels_from_probabilities(
-                    p_plane, l_plane, params, start_id=next_id, on_block=measure,
+                    p_plane, l_plane, params, start_id=next_id, on_block=measure, on_start=measure.start,
                     progress=_stage(progress, "postprocessing"), cancel=cancel,
                 )
                 if labels_ready is not None and pi == len(planes) - 1:
@@ -344,7 +344,7 @@ def relabel(
             p_plane = _plane(result.probabilities, plane)
             l_plane = _plane(labels, plane)
             with BlockTables(source, plane, channels, names, result.stack_axes) as measure:
-                next_id, _ = labels_from_probabilities(p_plane, l_plane, params, start_id=next_id, on_block=measure, progress=_stage(progress, "postprocessing"), cancel=cancel)
+                next_id, _ = labels_from_probabilities(p_plane, l_plane, params, start_id=next_id, on_block=measure, on_start=measure.start, progress=_stage(progress, "postprocessing"), cancel=cancel)
                 tables.extend(measure.collect())
         objects = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=["label"])
         new_params = dict(result.params, foreground_threshold=params.foreground_threshold, seed_threshold=params.seed_threshold, min_size=params.min_size)

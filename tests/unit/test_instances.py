@@ -77,9 +77,15 @@ def test_parallel_blocks_equal_one_worker_and_report_in_order():
     runs = {}
     for workers in (1, 2):
         out = np.zeros(lab.shape, np.int32)
-        calls = []
-        n, busy = labels_from_probabilities(p, out, params, workers=workers, on_block=lambda w, g, a, b: calls.append((w, a, b, int(g.max()))))
+        calls, started = [], []
+
+        def on_block(w, g, a, b):
+            assert w in started  # a block's start is announced before its callback
+            calls.append((w, a, b, int(g.max())))
+
+        n, busy = labels_from_probabilities(p, out, params, workers=workers, on_block=on_block, on_start=started.append)
         assert busy > 0
+        assert started == [c[0] for c in calls]  # every block announced once, in raster order
         runs[workers] = (n, out, calls)
     (n1, out1, calls1), (n2, out2, calls2) = runs[1], runs[2]
     assert len(calls1) == 16 and n1 == n2 and n1 > 100

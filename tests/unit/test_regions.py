@@ -72,12 +72,14 @@ def test_block_tables_split_into_id_ranges_equal_one_worker(workers):
     p[1][ndimage.binary_erosion(lab > 0, iterations=3) == 0] = 60
     src = ImageSource.from_array(image, name="img")
     tables = {}
-    for n in (1, workers):
+    for n, ahead in ((1, False), (workers, False), (workers, True)):
         out = np.zeros(lab.shape, np.int32)
         with BlockTables(src, (), None, ["c0"], "", workers=n) as measure:
-            labels_from_probabilities(p, out, InstanceParams(block=160, halo=48), on_block=measure)
-            tables[n] = pd.concat(measure.collect(), ignore_index=True)
-    one, many = tables[1], tables[workers]
+            labels_from_probabilities(p, out, InstanceParams(block=160, halo=48), on_block=measure, on_start=measure.start if ahead else None)
+            tables[n, ahead] = pd.concat(measure.collect(), ignore_index=True)
+            assert not measure._reads  # every window read ahead was used
+    one = tables[1, False]
     assert len(one) == out.max() > 20
     assert np.array_equal(one["label"], np.arange(1, len(one) + 1))
-    pd.testing.assert_frame_equal(one, many)
+    pd.testing.assert_frame_equal(one, tables[workers, False])
+    pd.testing.assert_frame_equal(one, tables[workers, True])  # image windows read while the labels are computed

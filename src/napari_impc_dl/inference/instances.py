@@ -130,6 +130,7 @@ def labels_from_probabilities(
     *,
     start_id: int = 1,
     on_block: BlockCallback | None = None,
+    on_start: Callable[[Window], None] | None = None,
     progress: Callable[[int, int], None] | None = None,
     cancel: CancelToken | None = None,
     workers: int | None = None,
@@ -141,7 +142,8 @@ def labels_from_probabilities(
     (the seeded flood, labelling and masks mostly release the GIL: two blocks at a time take about
     0.7 of the time of one after the other on two cores); ids, writes into ``out`` and ``on_block``
     calls happen on the calling thread in raster order of blocks, so the result does not depend
-    on the number of workers. Returns ``(next_id, seconds spent turning probabilities into
+    on the number of workers. ``on_start(window)`` is called (on the calling thread, in the same
+    order) when a block's work begins, e.g. to start reading what its callback will need. Returns ``(next_id, seconds spent turning probabilities into
     labels)``: the wall time of the call less the time spent in ``on_block`` (e.g. queueing a
     block for measurement).
     """
@@ -156,6 +158,13 @@ def labels_from_probabilities(
         p = np.asarray(probs[:, w.y0 : w.y1, w.x0 : w.x1])
         return local_instances(p[0], p[1] if p.shape[0] > 1 else None, params)
 
+    def begin(w: Window) -> None:
+        nonlocal in_callback
+        if on_start is not None:
+            t0 = time.perf_counter()
+            on_start(w)
+            in_callback += time.perf_counter() - t0
+
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="impc-instances") if workers > 1 else None
     ahead: deque[Future] = deque()
     try:
@@ -163,9 +172,11 @@ def labels_from_probabilities(
             if cancel is not None:
                 cancel.raise_if_cancelled()
             if pool is None:
+                begin(w)
                 labels, anchors = local(w)
             else:
                 while len(ahead) < workers and i + len(ahead) < len(windows):
+                    begin(windows[i + len(ahead)])
                     ahead.append(pool.submit(local, windows[i + len(ahead)]))
                 labels, anchors = ahead.popleft().result()
             ww = w.x1 - w.x0

@@ -5,7 +5,9 @@ objects to an ``on_block`` callback. :class:`BlockTables` is that callback: it q
 for measurement (shape columns and the intensity of the block's image window) on worker
 threads, so measuring block *i* runs beside the postprocessing of the next blocks (both are numpy
 work that mostly releases the GIL), and :meth:`BlockTables.collect` returns the tables in block
-order. Each block is measured in ``parts`` ranges of its ids (one per worker), so the last
+order. Given as ``on_start`` too (:meth:`BlockTables.start`), it reads each block's image window
+while the block's labels are still being computed, so the last blocks' measurements, which
+nothing overlaps, do not wait for their reads. Each block is measured in ``parts`` ranges of its ids (one per worker), so the last
 block, which nothing else overlaps, is measured on all workers at once. At most ``depth``
 blocks wait, so memory stays bounded on images of any size.
 
@@ -45,6 +47,7 @@ class BlockTables:
         self._pool = ThreadPoolExecutor(max_workers=self.parts, thread_name_prefix="impc-measure")
         self._pending: deque[Future] = deque()
         self._done: list = []
+        self._reads: dict[tuple, Future] = {}
 
     def __enter__(self) -> BlockTables:
         return self
@@ -52,13 +55,19 @@ class BlockTables:
     def __exit__(self, *exc) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)  # no thread outlives the run, also on error/cancel
 
+    def start(self, w) -> None:
+        """``on_start`` callback: read block ``w``'s image window while its labels are being computed."""
+        self._reads[(w.y0, w.y1, w.x0, w.x1)] = self._pool.submit(self._read, w)
+
     def __call__(self, w, glob: np.ndarray, first: int, last: int) -> None:
         while len(self._pending) >= self.depth:
             self._done.append(self._pending.popleft().result())
         n = last - first + 1
         cuts = [first + (n * k) // self.parts for k in range(self.parts + 1)] if n > 0 else [first, first]
         ranges = [(a, b - 1) for a, b in zip(cuts, cuts[1:]) if b > a] or [(first, first - 1)]  # an empty block still gives its (typed, empty) table
-        image = self._pool.submit(self._read, w) if len(ranges) > 1 else None  # read once, before (FIFO) the parts that share it
+        image = self._reads.pop((w.y0, w.y1, w.x0, w.x1), None)  # read ahead by start()
+        if image is None and len(ranges) > 1:
+            image = self._pool.submit(self._read, w)  # read once, before (FIFO) the parts that share it
         for a, b in ranges:
             self._pending.append(self._pool.submit(self._measure, w, glob, a, b, image))
 
