@@ -21,15 +21,6 @@ an 8192 x 8192 image that was about 150 MB of the run's peak. The cap only takes
 the process has not yet sized its arena list (a fresh CLI or script process does not have, a
 napari session usually has), and cannot be undone; threads then share arenas, which costs
 nothing measurable for this workload of few, large allocations.
-
-Even reused, a buffer is backed by 4 KB pages that the kernel must fault in and zero whenever
-the heap was given back (after every plane's forward, so that postprocessing does not sit on top
-of it): about 120k faults, 0.15-0.3 s, for the first 1408 px tile of each image on the development
-machine. Importing :mod:`napari_impc_dl` therefore asks torch to back its CPU allocations of 2 MB
-and more with transparent huge pages (it sets torch's ``THP_MEM_ALLOC_ENABLE=1`` unless set;
-Linux only, where THP is in ``madvise`` or ``always`` mode; torch reads it at its first large
-allocation, so in a process that has made one already it changes nothing): about 7k faults and
-no measurable cost for the same tile, at the same peak memory. ``THP_MEM_ALLOC_ENABLE=0`` opts out.
 """
 
 from __future__ import annotations
