@@ -315,7 +315,7 @@ def _keep_size(plan: TilePlan, batch: int) -> tuple[int, int]:
     return max(w[1] - w[0] for w in wins), max(w[3] - w[2] for w in wins)
 
 
-def _keep(tiles, tile_shape: tuple[int, int], size: tuple[int, int] | None = None) -> tuple[int, int, int, int]:
+def _keep(tiles, tile_shape: tuple[int, int], size: tuple[int, int]) -> tuple[int, int, int, int]:
     """The window of a batch's tiles to compute: it holds every tile's core, grown to ``size`` inside the tile.
 
     All batches asking for windows of one size means every forward of a run has the same tensor
@@ -323,8 +323,6 @@ def _keep(tiles, tile_shape: tuple[int, int], size: tuple[int, int] | None = Non
     instead of 749 MB with three window shapes) and each kernel is set up once.
     """
     y0, y1, x0, x1 = _union(tiles)
-    if size is None:
-        return y0, y1, x0, x1
 
     def grow(a: int, b: int, want: int, n: int) -> tuple[int, int]:
         a = min(max(0, a - (want - (b - a)) // 2), max(0, n - want))

@@ -143,9 +143,10 @@ def labels_from_probabilities(
     0.7 of the time of one after the other on two cores); ids, writes into ``out`` and ``on_block``
     calls happen on the calling thread in raster order of blocks, so the result does not depend
     on the number of workers. ``on_start(window)`` is called (on the calling thread, in the same
-    order) when a block's work begins, e.g. to start reading what its callback will need. Returns ``(next_id, seconds spent turning probabilities into
-    labels)``: the wall time of the call less the time spent in ``on_block`` (e.g. queueing a
-    block for measurement).
+    order) when a block's work begins, e.g. to start reading what its callback will need.
+    Returns ``(next_id, seconds spent turning probabilities into labels)``: the wall time of the
+    call less the time spent in ``on_block`` and ``on_start`` (e.g. queueing a block for
+    measurement).
     """
     shape = tuple(probs.shape[1:])
     windows = plan_blocks(shape, params.block, params.halo)

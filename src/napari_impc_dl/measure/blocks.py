@@ -47,7 +47,7 @@ class BlockTables:
         self._pool = ThreadPoolExecutor(max_workers=self.parts, thread_name_prefix="impc-measure")
         self._pending: deque[Future] = deque()
         self._done: list = []
-        self._reads: dict[tuple, Future] = {}
+        self._reads: dict = {}  # Window -> Future of its image window
 
     def __enter__(self) -> BlockTables:
         return self
@@ -57,7 +57,7 @@ class BlockTables:
 
     def start(self, w) -> None:
         """``on_start`` callback: read block ``w``'s image window while its labels are being computed."""
-        self._reads[(w.y0, w.y1, w.x0, w.x1)] = self._pool.submit(self._read, w)
+        self._reads[w] = self._pool.submit(self._read, w)
 
     def __call__(self, w, glob: np.ndarray, first: int, last: int) -> None:
         while len(self._pending) >= self.depth:
@@ -65,7 +65,7 @@ class BlockTables:
         n = last - first + 1
         cuts = [first + (n * k) // self.parts for k in range(self.parts + 1)] if n > 0 else [first, first]
         ranges = [(a, b - 1) for a, b in zip(cuts, cuts[1:]) if b > a] or [(first, first - 1)]  # an empty block still gives its (typed, empty) table
-        image = self._reads.pop((w.y0, w.y1, w.x0, w.x1), None)  # read ahead by start()
+        image = self._reads.pop(w, None)  # read ahead by start()
         if image is None and len(ranges) > 1:
             image = self._pool.submit(self._read, w)  # read once, before (FIFO) the parts that share it
         for a, b in ranges:
