@@ -5,11 +5,11 @@ objects to an ``on_block`` callback. :class:`BlockTables` is that callback: it q
 for measurement (shape columns and the intensity of the block's image window) on worker
 threads, so measuring block *i* runs beside the postprocessing of the next blocks (both are numpy
 work that mostly releases the GIL), and :meth:`BlockTables.collect` returns the tables in block
-order. Given as ``on_start`` too (:meth:`BlockTables.start`), it reads each block's image window
-while the block's labels are still being computed, so the last blocks' measurements, which
-nothing overlaps, do not wait for their reads. Each block is measured in ``parts`` ranges of its ids (one per worker), so the last
-block, which nothing else overlaps, is measured on all workers at once. At most ``depth``
-blocks wait, so memory stays bounded on images of any size.
+order. The last blocks' measurements are the only ones nothing overlaps, so they are made short:
+each block is measured in ``parts`` ranges of its ids (one per worker), on all workers at once,
+and, given as ``on_start`` too (:meth:`BlockTables.start`), it reads each block's image window
+while the block's labels are still being computed. At most ``depth`` blocks wait, so memory
+stays bounded on images of any size.
 
 (Formatting the tables as CSV text on the worker too was tried and dropped: pandas holds the GIL
 while it formats, which slowed the postprocessing thread by as much as it saved.)
