@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 import tifffile
 import zarr
+from csv_expect import fifteen_digits
 
 from napari_impc_dl import api
 from napari_impc_dl.errors import CancelToken, Cancelled, InputError
@@ -170,31 +171,53 @@ def test_intensity_columns_measure_the_chosen_channel(small, tiny_model):
         assert "mean_intensity_c2" in res.objects.columns and not (res.objects["max_intensity_c2"] == 5).all()
 
 
-def test_fast_csv_writer_is_byte_identical_to_pandas(tmp_path):
+def test_fast_csv_writer_is_pandas_with_floats_to_fifteen_digits(tmp_path):
+    """Ints and text exactly as pandas writes them; floats as pandas writes them once rounded to 15 significant
+    digits (correctly rounded, ties included); NaN empty; infinities, tiny and huge values as Python's repr."""
     import pandas as pd
 
     from napari_impc_dl.io.outputs import _csv_chunks, _fast_csv_ok, write_csv_atomic
 
     rng = np.random.default_rng(0)
-    n = 500
+    n = 3000
+    k = rng.integers(0, 12, n)
     frame = pd.DataFrame({
-        "image": ["a,b", 'say "hi"', "plain", None, "x"] * (n // 5),
+        "image": ["a,b", 'say "hi"', "plain", None, "x", "\u00e9"] * (n // 6),
         "label": np.arange(n, dtype=np.int64),
         "u": np.arange(n, dtype=np.uint16),
+        "i": rng.integers(-(2**63), 2**63 - 1, n, dtype=np.int64),
         "value": rng.normal(size=n) * 10.0 ** rng.integers(-8, 18, n),
+        "decimal": np.round(rng.normal(size=n) * 1000 * 10.0**k) / 10.0**k,  # short decimals stay as typed
+        "dyadic": rng.integers(0, 2**40, n) / 2.0 ** rng.integers(0, 30, n),  # exact ties at the 15th digit
         "model_hash": pd.array(["918158e0f37b"] * n, dtype="string"),
     })
     frame.loc[[1, 7], "value"] = [np.nan, np.inf]
-    frame.loc[[2, 8, 9], "value"] = [-np.inf, -0.0, 1e16]
-    for f in (frame, frame.iloc[:0], frame[["label"]]):
+    frame.loc[[2, 8, 9, 10, 11], "value"] = [-np.inf, -0.0, 1e16, 99999999999999.9, 0.0001]
+    frame.loc[0, "i"] = np.iinfo(np.int64).min
+    expected = fifteen_digits(frame)
+    for f, e in ((frame, expected), (frame.iloc[:0], expected.iloc[:0]), (frame[["label"]], expected[["label"]])):
         assert _fast_csv_ok(f)
-        assert "".join(_csv_chunks(f, rows=7)) == f.to_csv(index=False)  # in pieces of 7 rows
+        assert b"".join(_csv_chunks(f, rows=7)).decode() == e.to_csv(index=False)  # in pieces of 7 rows
+    text = b"".join(_csv_chunks(frame)).decode()
+    assert "\n2607.0," not in text and ",0.0001," in text and ",-0.0," in text and ",inf," in text
     write_csv_atomic(tmp_path / "t.csv", frame)
-    assert (tmp_path / "t.csv").read_text() == frame.to_csv(index=False)
-    odd = pd.DataFrame({"flag": [True, False], "f32": np.float32([0.1, 2.5])})
-    assert not _fast_csv_ok(odd)  # left to pandas
+    assert (tmp_path / "t.csv").read_text(encoding="utf-8") == expected.to_csv(index=False)
+    back = pd.read_csv(tmp_path / "t.csv")
+    assert np.allclose(back["value"], frame["value"], rtol=1e-14, atol=0, equal_nan=True)  # 15 digits: within 5e-15
+    odd = pd.DataFrame({"flag": [True, False], "f32": np.float32([0.1, 2.5]), "nul": ["a\0b", "c"]})
+    for col in odd.columns:
+        assert not _fast_csv_ok(odd[[col]])  # left to pandas
     write_csv_atomic(tmp_path / "o.csv", odd)
     assert (tmp_path / "o.csv").read_text() == odd.to_csv(index=False)
+
+
+def test_csv_floats_read_back_as_what_they_were_to_fifteen_digits():
+    """The spreadsheet sees what pandas would write: 2607.0, 0.5, 1e-05; a typical measurement keeps 15 digits."""
+    from napari_impc_dl.io._csv import csv_bytes
+
+    v = np.array([2607.0, 0.5, 1e-05, 3.9298245614035086, -181.01754385964912, 0.0, 1e15, 123456789012345.0])
+    lines = csv_bytes([("v", v)], "\n").decode().splitlines()
+    assert lines == ["v", "2607.0", "0.5", "1e-05", "3.92982456140351", "-181.017543859649", "0.0", "1000000000000000.0", "123456789012345.0"]
 
 
 def test_label_tiffs_use_the_smallest_unsigned_type(tmp_path):
