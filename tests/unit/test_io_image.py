@@ -304,6 +304,43 @@ def test_big_zarr_sample_touches_few_chunks(tmp_path, monkeypatch):
     assert peak < 16 * 2**20  # far below the 64 MiB image
 
 
+def test_chunk_cache_reads_equal_direct_reads_and_decode_each_chunk_once(tmp_path):
+    """Windows read through the decoded-chunk cache equal zarr's own reads (stacks, channels, borders); each
+    chunk is decoded once while the budget holds the image, and the budget bounds what is kept."""
+    import threading
+
+    from napari_impc_dl.io._chunks import ChunkCache
+
+    rng = np.random.default_rng(3)
+    data = rng.integers(0, 65535, (3, 2, 700, 900), dtype=np.uint16)  # Z, C, Y, X
+    z = zarr.create_array(tmp_path / "s.zarr", shape=data.shape, chunks=(1, 2, 256, 320), dtype="u2")
+    z[:] = data
+    cache = ChunkCache(z, z.chunks, max_bytes=2**30)
+    for _ in range(60):
+        y0, x0 = rng.integers(0, 700), rng.integers(0, 900)
+        sel = (int(rng.integers(0, 3)), slice(None), slice(y0, y0 + int(rng.integers(0, 400))), slice(x0, None))
+        np.testing.assert_array_equal(cache.read(sel), data[sel])
+    np.testing.assert_array_equal(cache.read((slice(None), 1, slice(690, 2000), slice(-5, None))), data[:, 1, 690:, -5:])
+    assert cache.decoded <= 3 * 3 * 3  # every chunk at most once
+    small = ChunkCache(z, z.chunks, max_bytes=3 * 2 * 256 * 320 * 2)  # three chunks
+    threads = [threading.Thread(target=lambda k=k: small.read((k, slice(None), slice(None), slice(None)))) for k in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert small._bytes <= small.max_bytes and 3 <= len(small._lru) < 9  # border chunks are smaller
+    np.testing.assert_array_equal(small.read((2, 0, slice(None), slice(None))), data[2, 0])
+    with open_image(tmp_path / "s.zarr") as src:
+        assert src._cache is not None
+        np.testing.assert_array_equal(src.read((1,), slice(10, 600), slice(300, 310)), data[1, :, 10:600, 300:310])
+        src.sample((1,))
+        before = src._cache.decoded
+        src.read((1,), slice(None), slice(None))
+        assert src._cache.decoded - before <= 9 - 1  # the sample's chunks were reused
+    assert not src._cache._lru  # closing frees them
+    assert ImageSource.from_array(z, axes="ZCYX")._cache is None  # in-memory / layer data is never cached
+
+
 # ---------------------------------------------------------------------------- errors
 
 

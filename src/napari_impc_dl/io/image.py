@@ -28,6 +28,7 @@ import numpy as np
 
 from ..errors import InputError
 from ._axes import resolve_axes
+from ._chunks import ChunkCache
 from ._formats import SUFFIXES, _nothing, _reason, check_dtype, open_by_suffix
 
 _STACK = "TZ"
@@ -64,6 +65,9 @@ class ImageSource:
         self._samples: dict[tuple, np.ndarray] = {}  # sample() memo: input checks and normalisation share one read
         self._closed = False
         self._label = f"'{path}'" if path is not None else f"'{name}'"
+        # decoded chunks of files, shared by the sample, overlapping tiles and measured windows (not of
+        # in-memory arrays, which a napari user may edit between runs)
+        self._cache = ChunkCache.for_array(array) if path is not None else None
 
     @classmethod
     def from_array(
@@ -100,7 +104,7 @@ class ImageSource:
             ys if a == "Y" else xs if a == "X" else slice(None) if a == "C" else next(stack) for a in self.axes
         )
         try:
-            data = np.asarray(self.lazy_array[selection])
+            data = self._cache.read(selection) if self._cache is not None else np.asarray(self.lazy_array[selection])
         except MemoryError:
             raise
         except Exception as exc:
@@ -205,6 +209,8 @@ class ImageSource:
         """Release the file (safe to call twice). Windows already read stay valid."""
         closer, self._closer, self._closed = self._closer, _nothing, True
         self._samples.clear()
+        if self._cache is not None:
+            self._cache.clear()
         closer()
 
     def __enter__(self) -> ImageSource:
