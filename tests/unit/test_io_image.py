@@ -339,6 +339,7 @@ def test_chunk_cache_reads_equal_direct_reads_and_decode_each_chunk_once(tmp_pat
         assert src._cache.decoded - before <= 9 - 1  # the sample's chunks were reused
     assert not src._cache._lru  # closing frees them
     assert ImageSource.from_array(z, axes="ZCYX")._cache is None  # in-memory / layer data is never cached
+    assert ChunkCache.for_array(z, plane_bytes=2**30) is None  # planes bigger than the budget are read directly
 
 
 # ---------------------------------------------------------------------------- errors

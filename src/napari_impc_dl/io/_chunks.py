@@ -4,7 +4,7 @@ One segmentation reads each part of the image several times: the pixel sample fo
 tile bands that overlap by the halo and share storage chunks with the next band, and the windows
 of the postprocessing blocks that are measured. A zarr array (or a tiled TIFF read through
 tifffile's zarr store) decodes every chunk a read touches, each time: on the 4096 x 4096 benchmark
-image (16 zstd chunks of 1024 x 1024) a run decoded chunks about 75 times, at 5-8 ms each.
+image (16 zstd chunks of 1024 x 1024) a run decoded chunks 80 times, at 5-8 ms each; now 16.
 :class:`ChunkCache` serves reads from whole decoded chunks, keeping the most recently used ones up
 to a byte budget, so neighbouring reads share the decoding.
 """
@@ -19,9 +19,11 @@ from typing import Any
 
 import numpy as np
 
-CACHE_BYTES = 128 * 2**20
-"""Decoded chunks kept per image: all of a 4096 x 4096 uint16 image; on bigger images the chunk
-rows that consecutive tile bands and postprocessing blocks share."""
+CACHE_BYTES = 64 * 2**20
+"""Decoded chunks kept per image. Only images whose planes fit are cached (a 4096 x 4096 uint16
+plane is 32 MB): each of their chunks is then decoded once per run. On a 16384 x 16384 image a
+64-128 MB cache of the chunk rows that consecutive tile bands share saved nothing measurable and
+raised the run's peak memory by 120-200 MB (1571 -> 1693-1778 MB), so bigger planes are read directly."""
 
 MIN_CHUNK_BYTES = 256 * 2**10
 """Smaller chunks (e.g. TIFF strips of a few rows) are read directly: per-chunk bookkeeping would cost more than it saves."""
@@ -56,10 +58,11 @@ class ChunkCache:
         """Chunks decoded so far (for tests and benchmarks)."""
 
     @classmethod
-    def for_array(cls, array: Any, max_bytes: int = CACHE_BYTES) -> ChunkCache | None:
-        """A cache for ``array`` when it is chunked with chunks worth caching, else None."""
+    def for_array(cls, array: Any, plane_bytes: int, max_bytes: int = CACHE_BYTES) -> ChunkCache | None:
+        """A cache for ``array`` when it is chunked, its chunks are worth caching and a plane
+        (``plane_bytes``, all channels) fits in ``max_bytes``; else None."""
         chunks = chunk_shape(array)
-        if chunks is None:
+        if chunks is None or plane_bytes > max_bytes:
             return None
         nbytes = math.prod(chunks) * np.dtype(array.dtype).itemsize
         if nbytes < MIN_CHUNK_BYTES or nbytes > max_bytes // 4:
@@ -114,6 +117,8 @@ class ChunkCache:
         return block
 
     def clear(self) -> None:
+        """Drop every kept chunk."""
         with self._lock:
             self._lru.clear()
             self._bytes = 0
+

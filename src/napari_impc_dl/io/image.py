@@ -67,7 +67,8 @@ class ImageSource:
         self._label = f"'{path}'" if path is not None else f"'{name}'"
         # decoded chunks of files, shared by the sample, overlapping tiles and measured windows (not of
         # in-memory arrays, which a napari user may edit between runs)
-        self._cache = ChunkCache.for_array(array) if path is not None else None
+        plane_bytes = self.n_channels * math.prod(self.spatial_shape) * np.dtype(array.dtype).itemsize
+        self._cache = ChunkCache.for_array(array, plane_bytes) if path is not None else None
 
     @classmethod
     def from_array(
