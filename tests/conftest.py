@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import tempfile
 
-import numpy as np
 import pytest
 
 # napari / Qt / Mesa write settings and caches: keep them out of the user's home during tests

@@ -3,7 +3,6 @@
 import json
 
 import numpy as np
-import pytest
 
 from napari_impc_dl import api
 from napari_impc_dl.cli import main
