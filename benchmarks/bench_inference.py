@@ -13,8 +13,10 @@ in the same state (on a shared 2-core machine the forward's speed drifts by 10-3
 minutes); medians are reported. The 16k run is a single run, for its peak memory. The bare
 forward runs the very model the engine runs (same device, batch, memory format, precision,
 BatchNorm folding and allocator settings: see ``inference/allocator.py``) over the same number of
-pixels in 512 x 512 tiles, with no IO, no halo and no postprocessing. The last line printed is
-one JSON object:
+pixels in 512 x 512 tiles, with no IO, no halo and no postprocessing. Each child process starts
+as the command line does (``share_one_arena``: all threads allocate from one malloc arena, and the
+heap is kept from one run to the next; ``one_arena`` in the output says whether it took effect).
+The last line printed is one JSON object:
 
     end_to_end_s, mpx_per_s, postprocess_s, bare_forward_s, efficiency, efficiency_paired,
     postprocess_share, peak_rss_mb_4k, peak_rss_mb_16k, ... (tile shape, tiles, objects, device, timings)
@@ -39,6 +41,9 @@ from pathlib import Path
 
 
 def _child(args) -> None:
+    from napari_impc_dl.inference.allocator import share_one_arena
+
+    one_arena = share_one_arena()  # first, as the command line does: threads share glibc's main arena
     from napari_impc_dl import api
 
     model = api.load_model(args.model, device=args.device)  # imports and model construction are not the job
@@ -77,6 +82,7 @@ def _child(args) -> None:
         "device": t["device"],
         "n_objects": report.n_objects,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "one_arena": one_arena,
     }))
 
 
@@ -193,6 +199,7 @@ def main() -> None:
         "batch": small["batch"],
         "n_objects": small["n_objects"],
         "device": small["device"],
+        "one_arena": small["one_arena"],
         "size": args.size,
         "big": None if args.no_big else args.big,
         "threads": os.cpu_count(),

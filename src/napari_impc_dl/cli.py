@@ -206,6 +206,9 @@ _COMMANDS = {"segment": _run_segment, "synth": _run_synth, "evaluate": _run_eval
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .inference.allocator import share_one_arena
+
+    share_one_arena()  # before any thread starts: every image reuses the heap of the one before (see allocator.py)
     args = build_parser().parse_args(argv)
     if args.command == "evaluate" and args.csv is None:
         from pathlib import Path

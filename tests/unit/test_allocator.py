@@ -141,3 +141,46 @@ def test_threads_share_a_few_arenas_during_a_run():
         crowd()  # glibc's default, for comparison: the same threads make more arenas
         assert arenas() > max(2, os.cpu_count()), arenas()
     """)
+
+
+@glibc
+def test_one_shared_arena_keeps_the_heap_for_the_next_phase_and_run():
+    """``share_one_arena`` first thing in a process: every thread allocates from the main arena, nothing is
+    given back between phases or at the end of a run (the next reuses it), unless forced."""
+    _in_fresh_process(_COUNT_ARENAS + """
+        assert allocator.share_one_arena() and allocator.share_one_arena()  # idempotent
+        with reuse_large_buffers():
+            crowd()
+            a = np.ones(96 * MB // 8)
+            del a
+            held = _rss()
+            allocator.release_free_memory()  # between phases: kept
+            assert _rss() > held - 16 * MB
+        assert arenas() == 1, arenas()
+        assert _rss() > held - 16 * MB and not _big_buffer_is_mmapped()  # after the run: kept, still tuned
+        allocator.release_free_memory(force=True)
+        assert _rss() < held - 64 * MB
+    """)
+
+
+@glibc
+def test_one_shared_arena_is_refused_once_threads_have_their_own():
+    _in_fresh_process(_COUNT_ARENAS + """
+        crowd()
+        assert arenas() > 1
+        assert not allocator.share_one_arena() and not allocator._one_arena
+        with reuse_large_buffers():
+            a = np.ones(96 * MB // 8)
+            del a
+            held = _rss()
+        assert _rss() < held - 64 * MB  # the usual behaviour: given back
+    """)
+
+
+def test_the_command_line_asks_for_one_arena_first(monkeypatch, tmp_path):
+    from napari_impc_dl import cli
+
+    calls = []
+    monkeypatch.setattr(allocator, "share_one_arena", lambda: calls.append(1) or False)
+    assert cli.main(["synth", "nuclei", "--n", "1", "--size", "64", "--out", str(tmp_path)]) == 0
+    assert calls == [1]
