@@ -26,9 +26,11 @@ A process that starts with this package (the command line, the benchmark, a scri
 :func:`share_one_arena` first) goes further: every thread allocates from glibc's main arena. Then
 postprocessing reuses the very pages the forward freed, so nothing needs to be given back between
 the phases, and the heap is kept from one image (or run) to the next: no image's first tile
-faults in its ~340 MB of working memory again. Measured on the 4k benchmark image, one process,
-1 + 5 runs: peak 1424-1479 MB instead of 1606 MB, and 1383 MB instead of 1571 MB on 16k. The
-memory is given back when the process ends (or by ``release_free_memory(force=True)``).
+faults in its ~340 MB of working memory again. Measured with the benchmark's child process
+(``benchmarks/bench_inference.py``, same hour): peak 1479 MB instead of 1606 MB on the 4k image
+(1 + 5 runs) and 1383 MB instead of 1571 MB on 16k. The memory is given back when the process
+ends (or by ``release_free_memory(force=True)``). napari sessions keep the per-run behaviour: their
+threads have arenas of their own long before a run starts.
 """
 
 from __future__ import annotations
