@@ -35,7 +35,6 @@ from .inference.loading import load_model
 from .inference.pipeline import (  # noqa: F401  (re-exported: the facade's one-image functions)
     Progress,
     SegmentationResult,
-    _as_source,
     _is_runnable,
     _stage,
     check_input,

@@ -30,8 +30,9 @@ MIN_CHUNK_BYTES = 256 * 2**10
 
 
 def chunk_shape(array: Any) -> tuple[int, ...] | None:
-    """The storage chunk shape of a zarr array (one int per axis), or None."""
-    chunks = getattr(array, "chunks", None)
+    """The storage chunk shape (one int per axis) of a zarr array or a regularly chunked dask array, or None
+    (contiguous storage: numpy, memmap)."""
+    chunks = getattr(array, "chunksize", None) or getattr(array, "chunks", None)
     if not isinstance(chunks, tuple) or len(chunks) != len(array.shape):
         return None
     if not all(isinstance(c, (int, np.integer)) and c > 0 for c in chunks):
@@ -95,7 +96,8 @@ class ChunkCache:
                 src.append(slice(lo - k * c, hi - k * c))
                 if ax in dst_axes:
                     dst.append(slice(lo - a, hi - a))
-            out[tuple(dst)] = block[tuple(src)].reshape(out[tuple(dst)].shape)
+            target = out[tuple(dst)]  # a view: int-indexed axes are dropped from the chunk's part
+            target[...] = block[tuple(src)].reshape(target.shape)
         return out
 
     def _chunk(self, key: tuple[int, ...]) -> np.ndarray:

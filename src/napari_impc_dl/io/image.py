@@ -28,7 +28,7 @@ import numpy as np
 
 from ..errors import InputError
 from ._axes import resolve_axes
-from ._chunks import ChunkCache
+from ._chunks import ChunkCache, chunk_shape
 from ._formats import SUFFIXES, _nothing, _reason, check_dtype, open_by_suffix
 
 _STACK = "TZ"
@@ -191,12 +191,10 @@ class ImageSource:
 
     def _chunk_yx(self) -> tuple[int, int] | None:
         """The storage chunk's (Y, X) size, or None when storage is contiguous (numpy, memmap)."""
-        chunks = getattr(self.lazy_array, "chunksize", None) or getattr(self.lazy_array, "chunks", None)
-        if not isinstance(chunks, tuple) or len(chunks) != len(self.axes):
+        chunks = chunk_shape(self.lazy_array)
+        if chunks is None:
             return None
-        if not all(isinstance(v, (int, np.integer)) for v in chunks):
-            return None
-        return int(chunks[self.axes.index("Y")]), int(chunks[self.axes.index("X")])
+        return chunks[self.axes.index("Y")], chunks[self.axes.index("X")]
 
     def _check_plane(self, plane: tuple[int, ...]) -> tuple[int, ...]:
         plane = tuple(int(i) for i in plane)

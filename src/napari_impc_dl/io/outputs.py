@@ -112,6 +112,8 @@ def write_csv_atomic(path: Path, frame) -> None:
 
 def _fast_csv_ok(frame) -> bool:
     """Whether :func:`_csv_chunks` can format ``frame``: string column names; int, float64 and string columns."""
+    import pandas as pd
+
     if not all(isinstance(c, str) for c in frame.columns):
         return False
     for name in frame.columns:
@@ -119,7 +121,7 @@ def _fast_csv_ok(frame) -> bool:
         kind = values.dtype.kind
         if kind in "iu" or (kind == "f" and values.dtype == np.float64):
             continue
-        if kind in "OUT" and all((isinstance(v, str) and "\0" not in v) or v is None or v != v for v in values.tolist()):
+        if kind in "OUT" and all((isinstance(v, str) and "\0" not in v) or v is None or v != v for v in pd.unique(values)):
             continue
         return False  # bool, float32, dates, mixed objects: pandas' own formatting
     return True
