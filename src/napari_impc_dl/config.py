@@ -61,10 +61,104 @@ class SegmentConfig(_Strict):
     @field_validator("device")
     @classmethod
     def _device(cls, v: str) -> str:
-        v = v.strip().lower()
-        if v in ("auto", "cpu", "mps", "cuda") or (v.startswith("cuda:") and v[5:].isdigit()):
-            return v
-        raise ValueError("must be auto, cpu, cuda, cuda:N or mps")
+        return _check_device(v)
+
+
+
+def _check_device(v: str) -> str:
+    v = v.strip().lower()
+    if v in ("auto", "cpu", "mps", "cuda") or (v.startswith("cuda:") and v[5:].isdigit()):
+        return v
+    raise ValueError("must be auto, cpu, cuda, cuda:N or mps")
+
+
+Augmentation = Literal["flips", "rot90", "intensity", "noise", "affine", "elastic"]
+
+
+class _TrainCommon(_Strict):
+    """Settings shared by segmentation and classification training (saved in the model card)."""
+
+    epochs: int = Field(default=100, ge=1, le=100_000)
+    """Passes over the training data (early stop and ``time_limit_min`` may end sooner)."""
+    batch: int | None = Field(default=None, ge=1, le=4096)
+    """Samples per step; ``None``: 8 patches (segmentation), 32 crops or images (classification)."""
+    lr: float = Field(default=3e-4, gt=0.0, le=1.0)
+    """Peak learning rate of AdamW (3e-4, as in the users' notebooks)."""
+    weight_decay: float = Field(default=1e-4, ge=0.0, le=1.0)
+    """AdamW weight decay."""
+    schedule: Literal["cosine", "constant"] = "cosine"
+    """Learning-rate schedule over ``epochs``: linear warm-up (3 % of the steps) then cosine decay, or constant."""
+    patience: int = Field(default=15, ge=0, le=100_000)
+    """Stop when the validation metric has not improved for this many epochs (0: never stop early)."""
+    val_fraction: float = Field(default=0.1, gt=0.0, lt=0.9)
+    """Share held out for validation, split by image (at least one image, and one object or image per class)."""
+    val_dir: str | None = None
+    """A separate validation set (same layout as the training data) instead of a split."""
+    seed: int = Field(default=0, ge=0)
+    """Seed of the split, the initial weights, the sampling and the augmentation: same seed, same run."""
+    time_limit_min: float | None = Field(default=None, gt=0.0, le=100_000)
+    """Wall-clock limit in minutes; training ends after the step that crosses it (best model kept)."""
+    mode: Literal["fine-tune", "head-only"] = "fine-tune"
+    """``fine-tune``: all layers learn (the encoder at ``encoder_lr_factor`` x ``lr`` when starting from
+    weights); ``head-only``: the encoder is frozen (weights and BatchNorm statistics), only the head learns."""
+    encoder_lr_factor: float = Field(default=0.1, gt=0.0, le=1.0)
+    """Fine-tuning from weights (``from_model`` / ``pretrained``): the encoder's learning rate is ``lr`` times this."""
+    from_model: str | None = None
+    """Start from: a checkpoint or training folder of ours, a timm / torchvision state-dict file, or a Model Zoo package."""
+    pretrained: Literal["imagenet"] | None = None
+    """Classifiers: ImageNet weights through timm's hub (needs a network)."""
+    augment: list[Augmentation] | None = None
+    """Augmentations; ``None``: the task's default (see the trainer's docs)."""
+    device: str = "auto"
+    """``auto`` (cuda > mps > cpu), ``cpu``, ``cuda``, ``cuda:N`` or ``mps``."""
+    amp: bool = True
+    """Mixed precision on CUDA (bf16 where supported, else fp16 with loss scaling)."""
+    name: str | None = Field(default=None, max_length=128)
+    """The model's name (default: the output folder's name)."""
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        return _check_device(v)
+
+
+class SegmentationTrainConfig(_TrainCommon):
+    """Train (or fine-tune) an instance-segmentation U-Net on image / instance-mask pairs."""
+
+    task: Literal["segmentation"] = "segmentation"
+    arch: str = "mobilenetv3-minimal"
+    """Encoder key of ``models.registry.ENCODERS`` (ignored when starting from one of our checkpoints)."""
+    patch: int = Field(default=256, ge=32, le=4096)
+    """Training patch side in pixels (a multiple of the network's step)."""
+    min_foreground: float = Field(default=0.02, ge=0.0, lt=1.0)
+    """Patches are re-drawn (up to 10 times) until this share of their pixels is foreground."""
+
+
+class ClassificationTrainConfig(_TrainCommon):
+    """Train (or fine-tune) a CNN classifier of whole images or of labelled objects."""
+
+    task: Literal["classification"] = "classification"
+    level: Literal["image", "object"] = "image"
+    """One class per image, or one class per labelled object (crops)."""
+    arch: str = "resnet18"
+    """Network of ``models.classifiers.CLASSIFIERS``."""
+    size: int | None = Field(default=None, ge=16, le=2048)
+    """Input side in pixels; ``None``: 64 for objects, 224 for images."""
+    input: Literal["image", "mask", "image+mask"] = "image+mask"
+    """Objects: what the network sees (the chromosome study: mask crops beat image crops)."""
+    crop: Literal["fixed", "bbox"] = "bbox"
+    """Objects: a fixed window (``crop_side``) or the bounding box grown by ``margin``."""
+    crop_side: int = Field(default=64, ge=8, le=2048)
+    margin: float = Field(default=0.25, ge=0.0, le=4.0)
+    padding: Literal["zero", "reflect", "none"] = "zero"
+    resize: Literal["pad", "crop", "stretch"] = "pad"
+    """Images: keep the aspect ratio and pad, keep it and crop the centre, or stretch to the square."""
+    balance: Literal["weights", "sampling", "none"] = "weights"
+    """Imbalanced classes: weight the loss by inverse class frequency, sample classes evenly, or neither."""
+    label_smoothing: float = Field(default=0.0, ge=0.0, lt=0.5)
+
+
+TrainConfig = SegmentationTrainConfig | ClassificationTrainConfig
 
 
 def validated(cls, **values):

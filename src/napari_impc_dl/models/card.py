@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 CARD_FORMAT_VERSION = 1
 
@@ -21,10 +21,11 @@ class _Strict(BaseModel):
 class ArchitectureSpec(_Strict):
     """How to rebuild the network with segmentation-models-pytorch."""
 
-    arch: Literal["Unet"] = "Unet"
-    """smp architecture class."""
+    arch: Literal["Unet", "Classifier"] = "Unet"
+    """``Unet``: an smp U-Net (segmentation); ``Classifier``: a timm CNN with a class head (classification)."""
     encoder: str
-    """Registry encoder key, e.g. ``resnet18`` or ``mobilenetv3-small`` (see ``models.registry.ENCODERS``)."""
+    """Registry key: for a U-Net an encoder of ``models.registry.ENCODERS`` (e.g. ``resnet18``,
+    ``mobilenetv3-small``); for a classifier a network of ``models.classifiers.CLASSIFIERS``."""
     in_channels: int = Field(ge=1, le=64)
     """Number of input channels the network takes."""
     out_channels: int = Field(ge=1, le=64)
@@ -58,6 +59,40 @@ class TilingSpec(_Strict):
     """Smallest tile side the network accepts."""
 
 
+class CropRule(_Strict):
+    """How an object-level classifier cuts each labelled object's window (see ``classify.crops``)."""
+
+    mode: Literal["fixed", "bbox"] = "bbox"
+    """``fixed``: a square of ``side`` pixels centred on the object; ``bbox``: a square around the
+    object's bounding box grown by ``margin`` on each side; both are then resized to the model's input size."""
+    side: int = Field(default=64, ge=8, le=2048)
+    """Window side in pixels for ``fixed``."""
+    margin: float = Field(default=0.25, ge=0.0, le=4.0)
+    """For ``bbox``: the bounding box's longer side times ``1 + 2 * margin`` is the window side."""
+    input: Literal["image", "mask", "image+mask"] = "image+mask"
+    """What the network sees: the image channels, the object's mask alone, or both (the mask as a
+    last channel: 1 inside this object, 0 elsewhere, neighbours included)."""
+    padding: Literal["zero", "reflect", "none"] = "zero"
+    """Windows that cross the image border: filled with zeros, mirrored, or (``none``) shifted to lie inside."""
+
+
+class ClassificationSpec(_Strict):
+    """What a classifier predicts and how its input is prepared."""
+
+    level: Literal["image", "object"]
+    """``image``: one class per image (X-ray sex, view); ``object``: one class per labelled object."""
+    classes: list[str] = Field(min_length=2, max_length=256)
+    """Class names, in the order of the network's outputs."""
+    input_size: int = Field(default=64, ge=16, le=2048)
+    """Side of the square the network takes (crops and images are resized to it)."""
+    resize: Literal["pad", "crop", "stretch"] = "pad"
+    """Image level: keep the aspect ratio and pad to a square, keep it and crop the centre, or stretch."""
+    crop: CropRule | None = None
+    """Object level: the crop rule (required there, unused at image level)."""
+    image_channels: int = Field(default=1, ge=1, le=64)
+    """Channels read from the image (the network's input channels, plus one for the mask if used)."""
+
+
 class InstanceDefaults(_Strict):
     """Default postprocessing parameters (probabilities -> instance labels)."""
 
@@ -77,6 +112,8 @@ class Provenance(_Strict):
     epochs: int | None = None
     metrics: dict[str, float] = Field(default_factory=dict)
     """Validation figures measured at the end of training (e.g. ``f1_at_0.5``)."""
+    training: dict = Field(default_factory=dict)
+    """The training run's settings (``config.TrainConfig`` as JSON) and where it started from."""
     created: str = ""
     """ISO date-time of creation."""
     software: dict[str, str] = Field(default_factory=dict)
@@ -89,8 +126,10 @@ class ModelCard(_Strict):
     format_version: int = CARD_FORMAT_VERSION
     name: str = Field(min_length=1, max_length=128)
     description: str = ""
-    task: Literal["instance-segmentation"] = "instance-segmentation"
+    task: Literal["instance-segmentation", "classification"] = "instance-segmentation"
     architecture: ArchitectureSpec
+    classification: ClassificationSpec | None = None
+    """Set for ``task == "classification"``: level, classes, input size and crop rule."""
     channel_names: list[str] = Field(default_factory=lambda: ["nuclei"])
     """One name per input channel, in order."""
     output_names: list[str] = Field(default_factory=lambda: ["foreground", "distance"])
@@ -107,6 +146,15 @@ class ModelCard(_Strict):
     authors: list[str] = Field(default_factory=list)
     weights_sha256: str = ""
     """sha256 of the weight tensors (names and bytes, in sorted order); set when saving."""
+
+    @model_validator(mode="after")
+    def _task_fits(self) -> "ModelCard":
+        is_cls = self.task == "classification"
+        if is_cls != (self.classification is not None) or is_cls != (self.architecture.arch == "Classifier"):
+            raise ValueError("a classification card needs arch 'Classifier' and a 'classification' block; a segmentation card neither")
+        if is_cls and self.classification.level == "object" and self.classification.crop is None:
+            raise ValueError("an object-level classifier needs a crop rule")
+        return self
 
     @property
     def short_hash(self) -> str:

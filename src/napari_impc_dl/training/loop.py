@@ -1,161 +1,314 @@
-"""A compact, honest training loop for the instance-segmentation U-Nets.
+"""The one training loop, for both tasks (segmentation and classification).
 
-* Inputs are normalised exactly as at inference (per-image percentiles), so a trained model sees
-  the same numbers in napari as in training.
-* Augmentation: random crops, flips, 90-degree rotations, gamma, gain and additive noise.
-* Loss: BCE + soft Dice on foreground, BCE on the normalised distance map.
-* Validation after every epoch: loss and instance F1 at IoU 0.5 (the same postprocessing as
-  inference); the best epoch's weights are kept; training stops early when F1 has not improved
-  for ``patience`` epochs. ``progress`` gets one dict per epoch; ``cancel`` stops between batches.
+A task (:mod:`~napari_impc_dl.training.tasks`) supplies batches, the loss and the validation
+figures; this loop owns everything else:
+
+* devices: CPU, CUDA (bf16 autocast where supported, else fp16 with loss scaling; ``channels_last``;
+  pinned, asynchronous copies; the loss is read back every ``sync_every`` steps, not every step)
+  and MPS;
+* a producer thread that makes the next batches (sampling, augmentation) while the model trains,
+  and the time the loop waits for it (``wait_share``);
+* AdamW with parameter groups (the encoder at ``encoder_lr_factor`` when starting from weights;
+  frozen and in eval mode for ``head-only``), linear warm-up then cosine decay per step;
+* validation after every epoch, the best epoch's weights in ``model.safetensors``, the latest in
+  ``last.safetensors`` with the optimiser, schedule and history in ``train_state.pt`` (``--resume``);
+* early stop on the task's metric, a wall-clock limit, and a cancel token checked every step (a
+  cancel mid-epoch still leaves a loadable ``last.safetensors`` and a history of whole epochs).
+
+``progress`` receives one dict per step (``kind: "step"``: epoch, step, loss, samples/s, ETA) and
+one per epoch (``kind: "epoch"``: the history row).
 """
 
 from __future__ import annotations
 
 import math
+import os
+import queue
+import tempfile
+import threading
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from ..errors import CancelToken
-from ..inference.instances import InstanceParams, local_instances
-from ..inference.runnable import percentile_normalizer
-from ..measure.matching import match_instances
-from .targets import instance_targets
+from ..errors import CancelToken, InputError
+
+STATE_FILE = "train_state.pt"
 
 
 @dataclass
-class TrainConfig:
-    """Hyper-parameters of :func:`train_segmentation`."""
+class FitResult:
+    """What :func:`fit` did."""
 
-    epochs: int = 20
-    batch: int = 8
-    crop: int = 192
-    lr: float = 2e-3
-    weight_decay: float = 1e-4
-    patience: int = 6
-    seed: int = 0
-    norm_low: float = 1.0
-    norm_high: float = 99.8
-    threads: int | None = None
-
-
-@dataclass
-class History:
-    """Per-epoch figures and the best epoch."""
-
-    epochs: list[dict] = field(default_factory=list)
-    best_epoch: int = -1
-    best_f1: float = -1.0
+    history: list[dict] = field(default_factory=list)
+    best_epoch: int = 0
+    best: dict = field(default_factory=dict)
+    stopped: str = "completed"
+    """``completed``, ``early-stop``, ``time-limit`` or ``cancelled``."""
+    samples_per_s: float = 0.0
+    wait_share: float = 0.0
+    """Share of the training time spent waiting for the next batch."""
+    steps: int = 0
 
 
-def _normalise(img: np.ndarray, low: float, high: float) -> np.ndarray:
-    x = img[None] if img.ndim == 2 else img
-    return percentile_normalizer(x.reshape(x.shape[0], -1), low, high)(x)
+class _Prefetch(threading.Thread):
+    """Makes batches on a thread, ``depth`` ahead of the loop."""
+
+    def __init__(self, it, pin: bool, depth: int = 3):
+        super().__init__(daemon=True, name="impc-train-batches")
+        self.it, self.pin = it, pin
+        self.q: queue.Queue = queue.Queue(maxsize=depth)
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        import torch
+
+        try:
+            for x, y in self.it:
+                if self.stop.is_set():
+                    return
+                xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+                if self.pin:
+                    xt, yt = xt.pin_memory(), yt.pin_memory()
+                self._put((xt, yt))
+            self._put(None)
+        except BaseException as exc:
+            self._put(exc)
+
+    def _put(self, item) -> None:
+        while not self.stop.is_set():
+            try:
+                self.q.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def close(self) -> None:
+        self.stop.set()
+        self.join(timeout=10)
 
 
-def _augment(x: np.ndarray, t: np.ndarray, crop: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    h, w = x.shape[-2:]
-    cy, cx = min(crop, h), min(crop, w)
-    y0, x0 = rng.integers(0, h - cy + 1), rng.integers(0, w - cx + 1)
-    x, t = x[:, y0 : y0 + cy, x0 : x0 + cx], t[:, y0 : y0 + cy, x0 : x0 + cx]
-    k = int(rng.integers(0, 4))
-    x, t = np.rot90(x, k, (1, 2)), np.rot90(t, k, (1, 2))
-    if rng.random() < 0.5:
-        x, t = x[:, :, ::-1], t[:, :, ::-1]
-    x = np.clip(x, 0, None) ** rng.uniform(0.7, 1.4) * rng.uniform(0.8, 1.2)
-    x = x + rng.normal(0, rng.uniform(0, 0.03), x.shape)
-    return np.ascontiguousarray(x, np.float32), np.ascontiguousarray(t, np.float32)
-
-
-def _loss(logits, target):
-    import torch.nn.functional as F
-
-    fg_l, d_l = logits[:, 0], logits[:, 1]
-    fg_t, d_t = target[:, 0], target[:, 1]
-    bce = F.binary_cross_entropy_with_logits(fg_l, fg_t)
-    p = fg_l.sigmoid()
-    dice = 1 - (2 * (p * fg_t).sum() + 1) / (p.sum() + fg_t.sum() + 1)
-    dist = F.binary_cross_entropy_with_logits(d_l, d_t)
-    return bce + dice + 2 * dist
-
-
-def evaluate_model(model, images: list[np.ndarray], masks: list[np.ndarray], params: InstanceParams, low: float, high: float, device="cpu") -> dict:
-    """Mean F1 / precision / recall at IoU 0.5 of ``model`` on whole images (pads to a multiple of 32)."""
+def amp_setup(device, enabled: bool):
+    """``(autocast factory, GradScaler or None)`` for ``device``: bf16 on CUDA where supported, else fp16 + scaler."""
     import torch
 
-    f1s, ps, rs = [], [], []
-    model.eval()
-    with torch.inference_mode():
-        for img, gt in zip(images, masks):
-            x = _normalise(img, low, high)
-            h, w = x.shape[-2:]
-            ph, pw = (-h) % 32, (-w) % 32
-            xp = np.pad(x, ((0, 0), (0, ph), (0, pw)), mode="reflect")
-            y = model(torch.from_numpy(xp)[None].to(device)).sigmoid()[0, :, :h, :w]
-            y8 = (y * 255 + 0.5).clamp(0, 255).to(torch.uint8).cpu().numpy()
-            pred, _ = local_instances(y8[0], y8[1], params)
-            m = match_instances(pred, gt)
-            f1s.append(m.f1), ps.append(m.precision), rs.append(m.recall)
-    return {"f1": float(np.mean(f1s)), "precision": float(np.mean(ps)), "recall": float(np.mean(rs))}
+    if device.type != "cuda" or not enabled:
+        return nullcontext, None
+    if torch.cuda.is_bf16_supported():
+        return (lambda: torch.autocast("cuda", dtype=torch.bfloat16)), None
+    return (lambda: torch.autocast("cuda", dtype=torch.float16)), torch.amp.GradScaler("cuda")
 
 
-def train_segmentation(
-    model,
-    train: tuple[list[np.ndarray], list[np.ndarray]],
-    val: tuple[list[np.ndarray], list[np.ndarray]],
-    config: TrainConfig = TrainConfig(),
+def lr_lambda(total_steps: int, schedule: str):
+    """Multiplier of the peak learning rate at a step: linear warm-up (3 %), then cosine to 2 %, or constant."""
+    warm = max(1, int(0.03 * total_steps))
+
+    def f(step: int) -> float:
+        if schedule == "constant":
+            return 1.0
+        if step < warm:
+            return (step + 1) / warm
+        t = min(1.0, (step - warm) / max(1, total_steps - warm))
+        return 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * t))
+
+    return f
+
+
+def _atomic_torch_save(obj, path: Path) -> None:
+    import torch
+
+    fd, tmp = tempfile.mkstemp(prefix="tmp-", suffix=".pt", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _better(m: dict, best: dict, key: str) -> bool:
+    if not best:
+        return True
+    if m[key] > best[key] + 1e-9:
+        return True
+    return abs(m[key] - best[key]) <= 1e-9 and m["loss"] < best["loss"]
+
+
+def fit(
+    task,
+    net,
     *,
-    params: InstanceParams = InstanceParams(),
+    epochs: int,
+    lr: float,
+    weight_decay: float,
+    schedule: str,
+    patience: int,
+    seed: int,
+    device,
+    amp: bool,
+    out: Path,
+    save: Callable[[object, Path, dict], None],
+    encoder_ids: set[int] = frozenset(),
+    encoder_lr_factor: float = 1.0,
+    frozen: list = (),
+    time_limit_s: float | None = None,
+    state: dict | None = None,
+    on_epoch: Callable[[list[dict]], None] | None = None,
     progress: Callable[[dict], None] | None = None,
     cancel: CancelToken | None = None,
-    device: str = "cpu",
-) -> History:
-    """Train ``model`` (2 outputs: foreground, distance) in place; on return it holds the best epoch's weights."""
+    sync_every: int | None = None,
+) -> FitResult:
+    """Train ``net`` on ``task``; checkpoints go to ``out`` through ``save(net, path, metrics)``.
+
+    ``state`` is a loaded ``train_state.pt`` to resume from (``net`` already holds ``last.safetensors``).
+    On return ``net`` holds the *last* weights; the best are in ``out/model.safetensors``.
+    """
     import torch
 
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    torch.manual_seed(config.seed)
-    rng = np.random.default_rng(config.seed)
-    xs = [_normalise(i, config.norm_low, config.norm_high) for i in train[0]]
-    ts = [instance_targets(m) for m in train[1]]
-    model.to(device).to(memory_format=torch.channels_last)
-    opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    steps_per_epoch = max(1, math.ceil(len(xs) / config.batch))
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=config.epochs * steps_per_epoch, pct_start=0.15)
-    hist, best_state, stale = History(), None, 0
-    for epoch in range(config.epochs):
+    torch.manual_seed(seed)
+    cuda = device.type == "cuda"
+    net.to(device).to(memory_format=torch.channels_last)
+    autocast, scaler = amp_setup(device, amp)
+    trainable = [p for p in net.parameters() if p.requires_grad]
+    enc = [p for p in trainable if id(p) in encoder_ids]
+    rest = [p for p in trainable if id(p) not in encoder_ids]
+    groups = [g for g in ({"params": rest, "lr": lr}, {"params": enc, "lr": lr * encoder_lr_factor}) if g["params"]]
+    opt = torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
+    spe = task.steps_per_epoch
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(epochs * spe, schedule))
+    res = FitResult()
+    start_epoch, stale = 0, 0
+    if state is not None:
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        if scaler is not None and state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+        start_epoch, stale = int(state["epoch"]), int(state["stale"])
+        res.history, res.best, res.best_epoch = list(state["history"]), dict(state["best"]), int(state["best_epoch"])
+    sync_every = sync_every or (10 if cuda else 1)
+    t_start = time.perf_counter()
+    train_s = wait_s = 0.0
+    samples = 0
+
+    def save_state(epoch_done: int) -> None:
+        save(net, out / "last.safetensors", res.history[-1] if res.history else {})
+        _atomic_torch_save(
+            {
+                "epoch": epoch_done, "stale": stale, "history": res.history, "best": res.best, "best_epoch": res.best_epoch,
+                "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "scaler": scaler.state_dict() if scaler is not None else {},
+            },
+            out / STATE_FILE,
+        )
+
+    def set_train() -> None:
+        net.train()
+        for m in frozen:  # head-only: BatchNorm statistics of the encoder stay as they are
+            m.eval()
+
+    for epoch in range(start_epoch, epochs):
+        set_train()
         t0 = time.perf_counter()
-        model.train()
-        order = rng.permutation(len(xs))
-        losses = []
-        for s in range(steps_per_epoch):
-            if cancel is not None:
-                cancel.raise_if_cancelled()
-            idx = order[s * config.batch : (s + 1) * config.batch]
-            pairs = [_augment(xs[i], ts[i], config.crop, rng) for i in idx]
-            xb = torch.from_numpy(np.stack([p[0] for p in pairs])).to(device).contiguous(memory_format=torch.channels_last)
-            tb = torch.from_numpy(np.stack([p[1] for p in pairs])).to(device)
-            loss = _loss(model(xb), tb)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            losses.append(float(loss.detach()))
-        metrics = evaluate_model(model, val[0], val[1], params, config.norm_low, config.norm_high, device)
-        row = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)), **{f"val_{k}": v for k, v in metrics.items()}, "seconds": time.perf_counter() - t0}
-        hist.epochs.append(row)
-        if metrics["f1"] > hist.best_f1:
-            hist.best_f1, hist.best_epoch, stale = metrics["f1"], epoch + 1, 0
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        feed = _Prefetch(task.batches(epoch, seed), pin=cuda)
+        feed.start()
+        pending: list = []
+        loss_sum, loss_n, step = 0.0, 0, 0
+        stop = None
+        try:
+            while True:
+                if cancel is not None and cancel.cancelled:
+                    stop = "cancelled"
+                    break
+                tw = time.perf_counter()
+                item = feed.q.get()
+                wait_s += time.perf_counter() - tw
+                if item is None:
+                    break
+                if isinstance(item, BaseException):
+                    raise item
+                xb, yb = item
+                xb = xb.to(device, non_blocking=cuda).contiguous(memory_format=torch.channels_last)
+                yb = yb.to(device, non_blocking=cuda)
+                with autocast():
+                    loss = task.loss(net(xb), yb)
+                opt.zero_grad(set_to_none=True)
+                if scaler is not None:
+                    scaler.scale(loss).backward()
+                    scaler.step(opt)
+                    scaler.update()
+                else:
+                    loss.backward()
+                    opt.step()
+                sched.step()
+                step += 1
+                res.steps += 1
+                samples += len(xb)
+                pending.append(loss.detach())
+                if len(pending) >= sync_every or step == spe:
+                    vals = torch.stack(pending).float().cpu().numpy()  # one host sync for several steps
+                    pending.clear()
+                    if not np.all(np.isfinite(vals)):
+                        raise InputError(
+                            f"Training diverged at epoch {epoch + 1}, step {step}: the loss is not a number",
+                            "Lower the learning rate (--lr), or check the images for NaN / extreme values",
+                        )
+                    loss_sum += float(vals.sum())
+                    loss_n += len(vals)
+                    elapsed = time.perf_counter() - t0
+                    rate = samples / max(1e-9, time.perf_counter() - t_start)
+                    left = (epochs - epoch) * spe - step
+                    if progress is not None:
+                        progress({"kind": "step", "epoch": epoch + 1, "epochs": epochs, "step": step, "steps": spe,
+                                  "loss": loss_sum / loss_n, "samples_per_s": rate, "eta_s": left * elapsed / step})
+                if time_limit_s is not None and time.perf_counter() - t_start > time_limit_s:
+                    if res.steps == 1 and not res.history:
+                        raise _TooShort(time.perf_counter() - t_start)
+                    stop = "time-limit"
+                    break
+        finally:
+            feed.close()
+        train_s += time.perf_counter() - t0
+        if stop == "cancelled":
+            save_state(epoch)  # weights of mid-epoch, history of whole epochs
+            res.stopped = stop
+            break
+        if pending:
+            loss_sum += float(torch.stack(pending).float().sum())
+            loss_n += len(pending)
+        metrics = task.validate(net, device, autocast)
+        row = {"epoch": epoch + 1, "steps": step, "train_loss": loss_sum / max(1, loss_n)}
+        row.update({f"val_{k}": v for k, v in metrics.items() if k != "confusion"})
+        row.update({"lr": opt.param_groups[0]["lr"], "seconds": time.perf_counter() - t0})
+        res.history.append(row)
+        if _better(metrics, res.best, task.primary):
+            res.best, res.best_epoch, stale = {k: v for k, v in metrics.items()}, epoch + 1, 0
+            save(net, out / "model.safetensors", row)
         else:
             stale += 1
+        if stop is None and patience and stale >= patience:
+            stop = "early-stop"
+        save_state(epoch + 1)
+        if on_epoch is not None:
+            on_epoch(res.history)
         if progress is not None:
-            progress(row)
-        if stale >= config.patience:
+            progress({"kind": "epoch", **row, "epochs": epochs, "best_epoch": res.best_epoch,
+                      "eta_s": (epochs - epoch - 1) * (time.perf_counter() - t0)})
+        if stop is not None:
+            res.stopped = stop
             break
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    return hist
+        set_train()
+    total = time.perf_counter() - t_start
+    res.samples_per_s = samples / max(1e-9, train_s)
+    res.wait_share = wait_s / max(1e-9, total)
+    return res
+
+
+class _TooShort(Exception):
+    """Internal: the time limit ran out within the very first step."""
+
+    def __init__(self, seconds: float):
+        super().__init__(seconds)
+        self.seconds = seconds

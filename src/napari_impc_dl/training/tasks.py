@@ -1,0 +1,244 @@
+"""The two training tasks. A task supplies batches, the loss and the validation figures; the loop
+(:mod:`napari_impc_dl.training.loop`) owns devices, AMP, the schedule, checkpoints, early stop,
+resume and cancel.
+
+* :class:`SegmentationTask`: random patches (at least ``min_foreground`` foreground) of
+  percentile-normalised images; targets are foreground and the normalised distance map of
+  :mod:`~napari_impc_dl.training.targets`; loss BCE + soft Dice (foreground) + 2 x BCE (distance);
+  validation on whole images through the same postprocessing as inference: F1 / precision /
+  recall at IoU 0.5 and foreground IoU. Selected by F1.
+* :class:`ClassificationTask`: crops (object level, by :mod:`~napari_impc_dl.classify.crops`, the
+  code inference uses) or prepared squares (image level, :mod:`~napari_impc_dl.classify.resize`);
+  cross-entropy, class-weighted or class-balanced sampling; validation accuracy, balanced
+  accuracy, per-class precision / recall / F1 and the confusion matrix. Selected by balanced accuracy.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Iterator
+
+import numpy as np
+
+from ..inference.runnable import percentile_normalizer
+from . import augment
+from .data import Sample
+from .targets import instance_targets
+
+
+def normalise(img: np.ndarray, low: float = 1.0, high: float = 99.8) -> np.ndarray:
+    """Per-image, per-channel percentile normalisation: what inference does to the whole image."""
+    return percentile_normalizer(img.reshape(img.shape[0], -1), low, high)(img)
+
+
+def _batches_of(n_items: int, batch: int) -> int:
+    return max(1, math.ceil(n_items / batch))
+
+
+class SegmentationTask:
+    """Instance segmentation (foreground + distance) on image / mask pairs."""
+
+    kind = "segmentation"
+    primary = "f1"
+
+    def __init__(self, train: list[Sample], val: list[Sample], *, patch: int, batch: int, min_foreground: float, augment_kinds, step: int, params, low=1.0, high=99.8):
+        self.patch, self.batch, self.min_fg, self.step, self.params = patch, batch, min_foreground, step, params
+        self.kinds = tuple(augment_kinds)
+        self.xs = [normalise(s.image, low, high) for s in train]
+        self.ts = [instance_targets(s.mask) for s in train]
+        self.val = [(normalise(s.image, low, high), s.mask, instance_targets(s.mask)) for s in val]
+        self.area = np.array([x.shape[1] * x.shape[2] for x in self.xs], np.float64)
+        self.n_channels = self.xs[0].shape[0]
+        # an epoch covers every training image's area about once
+        self.steps_per_epoch = _batches_of(int(sum(math.ceil(a / patch**2) for a in self.area)), batch)
+
+    def samples_per_step(self) -> int:
+        return self.batch
+
+    def _patch(self, i: int, rng) -> tuple[np.ndarray, np.ndarray]:
+        x, t = self.xs[i], self.ts[i]
+        H, W = x.shape[1:]
+        P = self.patch
+        if H < P or W < P:
+            py, px = max(0, P - H), max(0, P - W)
+            x = np.pad(x, ((0, 0), (0, py), (0, px)), mode="reflect" if min(H, W) > max(py, px) else "edge")
+            t = np.pad(t, ((0, 0), (0, py), (0, px)))
+            H, W = x.shape[1:]
+        best = None
+        for _ in range(10 if self.min_fg > 0 else 1):
+            y0, x0 = int(rng.integers(0, H - P + 1)), int(rng.integers(0, W - P + 1))
+            tp = t[:, y0 : y0 + P, x0 : x0 + P]
+            fg = float(tp[0].mean())
+            if best is None or fg > best[0]:
+                best = (fg, y0, x0)
+            if fg >= self.min_fg:
+                break
+        _, y0, x0 = best
+        return x[:, y0 : y0 + P, x0 : x0 + P], t[:, y0 : y0 + P, x0 : x0 + P]
+
+    def batches(self, epoch: int, seed: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        rng = np.random.default_rng([seed, epoch, 0x5E6])
+        p = self.area / self.area.sum()
+        for _ in range(self.steps_per_epoch):
+            xs, ts = [], []
+            for i in rng.choice(len(self.xs), size=self.batch, p=p):
+                x, t = self._patch(int(i), rng)
+                x, t = augment.geometric([x, t], self.kinds, rng, orders=[1, 1])
+                if "affine" in self.kinds or "elastic" in self.kinds:
+                    t[0] = t[0] > 0.5
+                xs.append(augment.intensity(np.asarray(x, np.float32), self.kinds, rng))
+                ts.append(t.astype(np.float32))
+            yield np.stack(xs), np.stack(ts)
+
+    @staticmethod
+    def loss(logits, target):
+        import torch.nn.functional as F
+
+        logits = logits.float()
+        fg_l, d_l = logits[:, 0], logits[:, 1]
+        fg_t, d_t = target[:, 0], target[:, 1]
+        bce = F.binary_cross_entropy_with_logits(fg_l, fg_t)
+        p = fg_l.sigmoid()
+        dice = 1 - (2 * (p * fg_t).sum() + 1) / (p.sum() + fg_t.sum() + 1)
+        return bce + dice + 2 * F.binary_cross_entropy_with_logits(d_l, d_t)
+
+    def validate(self, net, device, autocast) -> dict:
+        import torch
+
+        from ..inference.instances import local_instances
+        from ..measure.matching import match_instances
+
+        losses, f1s, ps, rs, inter, union = [], [], [], [], 0, 0
+        net.eval()
+        with torch.inference_mode(), autocast():
+            for x, gt, t in self.val:
+                h, w = x.shape[1:]
+                ph, pw = (-h) % self.step, (-w) % self.step
+                xp = np.pad(x, ((0, 0), (0, ph), (0, pw)), mode="reflect" if min(h, w) > max(ph, pw) else "edge")
+                logits = net(torch.from_numpy(xp)[None].to(device))[:, :, :h, :w].float()
+                losses.append(float(self.loss(logits, torch.from_numpy(t)[None].to(device))))
+                y8 = (logits.sigmoid()[0] * 255 + 0.5).clamp(0, 255).to(torch.uint8).cpu().numpy()
+                pred, _ = local_instances(y8[0], y8[1], self.params)
+                m = match_instances(pred, gt)
+                f1s.append(m.f1), ps.append(m.precision), rs.append(m.recall)
+                inter += int(np.count_nonzero((pred > 0) & (gt > 0)))
+                union += int(np.count_nonzero((pred > 0) | (gt > 0)))
+        return {
+            "loss": float(np.mean(losses)),
+            "f1": float(np.mean(f1s)),
+            "precision": float(np.mean(ps)),
+            "recall": float(np.mean(rs)),
+            "iou": inter / union if union else 1.0,
+        }
+
+
+class ClassificationTask:
+    """Image- or object-level classification with a class head."""
+
+    kind = "classification"
+    primary = "balanced_accuracy"
+
+    def __init__(self, train: list[Sample], val: list[Sample], classes: list[str], spec, *, batch: int, balance: str, label_smoothing: float, augment_kinds, low=1.0, high=99.8):
+        self.classes, self.spec, self.batch = classes, spec, batch
+        self.balance, self.smoothing = balance, label_smoothing
+        self.kinds = tuple(augment_kinds)
+        self.low, self.high = low, high
+        self.x, self.y = self._prepare(train)
+        self.vx, self.vy = self._prepare(val)
+        self.n_channels = self.x.shape[1]
+        self.n_image_channels = self.n_channels - (1 if spec.level == "object" and spec.crop.input == "image+mask" else 0)
+        if spec.level == "object" and spec.crop.input == "mask":
+            self.n_image_channels = 0
+        counts = np.bincount(self.y, minlength=len(classes)).astype(np.float64)
+        self.class_weights = (counts.sum() / (len(classes) * np.maximum(counts, 1))).astype(np.float32)
+        self.counts = counts
+        self.steps_per_epoch = _batches_of(len(self.y), batch)
+
+    def samples_per_step(self) -> int:
+        return self.batch
+
+    def _prepare(self, samples: list[Sample]) -> tuple[np.ndarray, np.ndarray]:
+        index = {c: k for k, c in enumerate(self.classes)}
+        xs, ys = [], []
+        if self.spec.level == "image":
+            from ..classify.resize import normalise_square, resize_square
+
+            for s in samples:
+                xs.append(normalise_square(resize_square(s.image.astype(np.float32), self.spec.input_size, self.spec.resize), self.low, self.high))
+                ys.append(index[s.cls])
+            return np.stack(xs), np.asarray(ys, np.int64)
+        from ..classify.crops import ObjectBoxes, iter_crop_batches, object_boxes
+
+        for s in samples:
+            boxes = object_boxes(s.mask)
+            keep = np.isin(boxes.labels, np.fromiter(s.objects, np.int64, len(s.objects)))
+            boxes = ObjectBoxes(*(a[keep] for a in (boxes.labels, boxes.y0, boxes.y1, boxes.x0, boxes.x1)))
+            norm = percentile_normalizer(s.image.reshape(s.image.shape[0], -1), self.low, self.high)
+            read = lambda ys, xs, img=s.image: img[:, ys, xs]  # noqa: E731
+            for ids, crops in iter_crop_batches(read, s.mask, s.image.shape[1:], self.spec.crop, self.spec.input_size, normalize=norm, boxes=boxes, batch=256):
+                xs.append(crops)
+                ys += [index[s.objects[int(i)]] for i in ids]
+        return np.concatenate(xs), np.asarray(ys, np.int64)
+
+    def batches(self, epoch: int, seed: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        rng = np.random.default_rng([seed, epoch, 0xC1A])
+        n = len(self.y)
+        if self.balance == "sampling":
+            p = (1.0 / self.counts)[self.y]
+            order = rng.choice(n, size=n, p=p / p.sum())
+        else:
+            order = rng.permutation(n)
+        for s in range(self.steps_per_epoch):
+            idx = order[s * self.batch : (s + 1) * self.batch]
+            xs = []
+            for i in idx:
+                (x,) = augment.geometric([self.x[i]], self.kinds, rng)
+                xs.append(augment.intensity(x, self.kinds, rng, self.n_image_channels))
+            yield np.stack(xs).astype(np.float32, copy=False), self.y[idx]
+
+    def loss(self, logits, target):
+        import torch
+        import torch.nn.functional as F
+
+        w = torch.from_numpy(self.class_weights).to(logits.device) if self.balance == "weights" else None
+        return F.cross_entropy(logits.float(), target, weight=w, label_smoothing=self.smoothing)
+
+    def predict(self, net, device, autocast, x: np.ndarray) -> np.ndarray:
+        """Softmax probabilities of ``x`` ``(N, C, S, S)``, in batches."""
+        import torch
+
+        net.eval()
+        out = []
+        with torch.inference_mode(), autocast():
+            for i in range(0, len(x), 256):
+                xb = torch.from_numpy(x[i : i + 256]).to(device).contiguous(memory_format=torch.channels_last)
+                out.append(net(xb).float().softmax(1).cpu().numpy())
+        return np.concatenate(out) if out else np.zeros((0, len(self.classes)), np.float32)
+
+    def validate(self, net, device, autocast) -> dict:
+        import torch
+
+        p = self.predict(net, device, autocast, self.vx)
+        loss = float(torch.nn.functional.nll_loss(torch.from_numpy(np.log(np.clip(p, 1e-12, 1))), torch.from_numpy(self.vy)))
+        return {"loss": loss, **classification_metrics(self.vy, p.argmax(1), self.classes)}
+
+
+def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str]) -> dict:
+    """Accuracy, balanced accuracy (mean recall over classes present), per-class precision / recall / F1,
+    and the confusion matrix (rows: true class, columns: predicted)."""
+    K = len(classes)
+    cm = np.bincount(y_true * K + y_pred, minlength=K * K).reshape(K, K)
+    tp = np.diag(cm).astype(np.float64)
+    support, predicted = cm.sum(1), cm.sum(0)
+    recall = np.divide(tp, support, out=np.zeros(K), where=support > 0)
+    precision = np.divide(tp, predicted, out=np.zeros(K), where=predicted > 0)
+    f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros(K), where=(precision + recall) > 0)
+    out = {
+        "accuracy": float(tp.sum() / max(1, cm.sum())),
+        "balanced_accuracy": float(recall[support > 0].mean()) if (support > 0).any() else 0.0,
+        "macro_f1": float(f1[support > 0].mean()) if (support > 0).any() else 0.0,
+    }
+    for k, c in enumerate(classes):
+        out[f"precision_{c}"], out[f"recall_{c}"], out[f"f1_{c}"] = float(precision[k]), float(recall[k]), float(f1[k])
+    out["confusion"] = cm.tolist()
+    return out
