@@ -4,6 +4,10 @@
     segment_image  one image (path, array or ImageSource) -> SegmentationResult (labels, probabilities, table)
     relabel        cached probabilities + new thresholds -> labels and table again, without the model
     segment        files in, files out: <stem>_labels.tif|.zarr, objects.csv, counts.csv in one folder
+                   (``classifier=``: each object classified too: class and p_<class> columns, n_<class> counts)
+    train_segmentation / train_classification   a model and its reports in a folder (see training/run.py)
+    load_classifier  training folder / checkpoint / Model Zoo package -> a classifier Runnable
+    classify       files in, files out: predictions.csv (image level) or objects.csv + counts.csv (object level)
     synth          synthetic datasets with ground truth
     evaluate       compare predicted label files with ground truth (F1 at IoU 0.5, ...)
     demo           the main job on the bundled sample
@@ -72,6 +76,7 @@ def segment(
     *,
     model: str | os.PathLike | None = None,
     config: SegmentConfig | None = None,
+    classifier=None,
     progress: Progress | None = None,
     cancel: CancelToken | None = None,
     **overrides,
@@ -92,6 +97,10 @@ def segment(
         raise InputError("No input images were given", "Pass one or more image files (tif, ome-tif, zarr, png, jpg, npy)")
     out = Path(out_dir)
     runnable = model if _is_runnable(model) else load_model(model, device=config.device)
+    if classifier is not None:
+        classifier = load_classifier(classifier, device=config.device)
+        if classifier.spec.level != "object":
+            raise InputError(f"--classifier '{classifier.info.name}' classifies whole images, not objects", "Use `classify` for image-level classifiers")
     sources = []
     try:
         stems: dict[str, Path] = {}
@@ -138,8 +147,11 @@ def segment(
                     labels_ready=None if large else write_labels, progress=prog, cancel=cancel,
                 )
                 label_files.append(out / name)
-                tables.append(with_provenance(res.objects, src.name, model_info))
-                results_rows.append(res.counts_row())
+                objects, row = res.objects, res.counts_row()
+                if classifier is not None:
+                    objects, row = _classify_segmented(classifier, src, res, config, prog, cancel)
+                tables.append(with_provenance(objects, src.name, model_info))
+                results_rows.append(row)
                 timings.append(res.timings)
                 for t in tmp_dirs:
                     shutil.rmtree(t, ignore_errors=True)
@@ -162,23 +174,94 @@ def segment(
     return SegmentReport(out, label_files, out / "objects.csv", out / "counts.csv", results_rows, timings)
 
 
+def _classify_segmented(classifier, src, res, config, progress, cancel):
+    """The objects table and counts row of one segmented image with each object's class."""
+    from .classify.files import merge_classes
+    from .classify.predict import add_counts, classify_objects
+
+    table = classify_objects(classifier, src, res.labels, channel=config.channel, progress=_stage(progress, "classify"), cancel=cancel)
+    info = {"name": classifier.info.name, "hash": classifier.info.content_hash}
+    objects = merge_classes(res.objects, table, classifier.classes, info)
+    row = add_counts(res.counts_row(), classifier.classes, objects) | {"classifier_name": info["name"], "classifier_hash": info["hash"]}
+    return objects, row
+
+
+# ----------------------------------------------------------------------------- training and classification
+
+
+def train_segmentation(out_dir, *, images, masks=None, config=None, channel: int | None = None, resume: bool = False, progress=None, cancel: CancelToken | None = None, command: str = "", **overrides):
+    """Train or fine-tune a segmentation U-Net into ``out_dir`` from ``images`` + ``masks`` folders or a list of
+    ``(image, mask[, name])`` pairs; returns a :class:`~napari_impc_dl.training.run.TrainReport`.
+    ``overrides`` are :class:`~napari_impc_dl.config.SegmentationTrainConfig` fields."""
+    from .config import SegmentationTrainConfig
+    from .training.run import train
+
+    config = config or validated(SegmentationTrainConfig, **overrides)
+    return train(config, out_dir, images=images, masks=masks, channel=channel, resume=resume, progress=progress, cancel=cancel, command=command)
+
+
+def train_classification(out_dir, *, data, images=None, labels=None, config=None, channel: int | None = None, resume: bool = False, progress=None, cancel: CancelToken | None = None, command: str = "", **overrides):
+    """Train or fine-tune a classifier into ``out_dir``. Image level: ``data`` = a folder per class, a CSV
+    ``path,class`` or ``(image, class[, name])`` items. Object level: ``data`` = a CSV ``image,label,class`` with
+    ``images`` and ``labels`` folders, or ``(image, labels, {label: class}[, name])`` items.
+    ``overrides`` are :class:`~napari_impc_dl.config.ClassificationTrainConfig` fields."""
+    from .config import ClassificationTrainConfig
+    from .training.run import train
+
+    config = config or validated(ClassificationTrainConfig, **overrides)
+    return train(config, out_dir, data=data, images=images, labels=labels, channel=channel, resume=resume, progress=progress, cancel=cancel, command=command)
+
+
+def load_classifier(model, *, device: str = "auto", weights: str | None = None, trust_code: bool = False):
+    """A classifier Runnable from a training folder, a checkpoint, a Model Zoo package or a library name."""
+    from .classify.loading import load_classifier as _load
+
+    return _load(model, device=device, weights=weights, trust_code=trust_code)
+
+
+def classify(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike, *, model, labels=None, channel: int | None = None, batch: int | None = None, device: str = "auto", progress: Progress | None = None, cancel: CancelToken | None = None):
+    """Classify image files: ``predictions.csv`` (image level) or, with ``labels`` (files or a folder, e.g. a
+    ``segment`` output), ``objects.csv`` + ``counts.csv`` with class columns (object level)."""
+    from .classify.files import classify_files
+
+    clf = load_classifier(model, device=device)
+    return classify_files(inputs, out_dir, clf, labels=labels, channel=channel, batch=batch, progress=progress, cancel=cancel)
+
+
 # ----------------------------------------------------------------------------- data and evaluation
 
 
 def synth(kind: str, n: int, out_dir: str | os.PathLike, *, size: int = 256, seed: int = 0) -> list[Path]:
-    """Write a synthetic dataset with ground truth (``images/`` and ``masks/``); returns the image paths."""
-    from .synthetic import write_nuclei_dataset
+    """Write a synthetic dataset with ground truth; returns the image paths.
 
-    if kind != "nuclei":
-        raise InputError(f"Unknown synthetic dataset '{kind}'", "Available: nuclei")
-    if n < 1 or size < 32:
-        raise InputError(f"Need --n >= 1 and --size >= 32 (got n={n}, size={size})", "Increase them")
-    return write_nuclei_dataset(out_dir, n, size=size, seed=seed)
+    ``nuclei``: ``images/`` + ``masks/`` (segmentation); ``shapes``: ``images/`` + ``labels/`` +
+    ``classes.csv`` (rods / nuclei / debris, object classification); ``views``: ``dorsoventral/`` and
+    ``lateral/`` X-ray-like images, ``n`` of each (image classification).
+    """
+    from .synthetic import write_nuclei_dataset
+    from .synthetic.shapes import write_shapes_dataset
+    from .synthetic.views import write_views_dataset
+
+    writers = {"nuclei": write_nuclei_dataset, "shapes": write_shapes_dataset, "views": write_views_dataset}
+    if kind not in writers:
+        raise InputError(f"Unknown synthetic dataset '{kind}'", f"Available: {', '.join(writers)}")
+    if n < 1 or size < (32 if kind == "nuclei" else 64):
+        raise InputError(f"Need --n >= 1 and --size >= {32 if kind == 'nuclei' else 64} (got n={n}, size={size})", "Increase them")
+    return writers[kind](out_dir, n, size=size, seed=seed)
 
 
 def evaluate(pred_dir: str | os.PathLike, truth_dir: str | os.PathLike, *, out_csv: str | os.PathLike | None = None, iou_threshold: float = 0.5) -> dict:
-    """Match label files by name and score them (F1, precision, recall at ``iou_threshold``; matched IoU)."""
+    """Match label files by name and score them (F1, precision, recall at ``iou_threshold``; matched IoU).
+
+    Given two CSV files instead (``predictions.csv`` / ``objects.csv`` with a ``class`` column, and the true
+    classes), score the classes: accuracy, balanced accuracy, per-class figures, confusion matrix.
+    """
     from .measure.evaluate import evaluate_folders
+
+    if str(pred_dir).lower().endswith(".csv") and str(truth_dir).lower().endswith(".csv"):
+        from .measure.classes import evaluate_classes
+
+        return evaluate_classes(pred_dir, truth_dir)
 
     return evaluate_folders(pred_dir, truth_dir, out_csv=out_csv, iou_threshold=iou_threshold)
 

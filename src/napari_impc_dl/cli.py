@@ -3,6 +3,9 @@
     napari-impc-dl segment INPUT... --out DIR [--preset nuclei | --model PATH] [--tile N] [--halo N] [--batch N] [--device D]
     napari-impc-dl synth nuclei --n N --out DIR [--size S] [--seed K]
     napari-impc-dl evaluate --pred DIR --truth DIR [--csv FILE]
+    napari-impc-dl train segmentation --images DIR --masks DIR --out DIR [--from M] [--mode fine-tune|head-only] ...
+    napari-impc-dl train classification --data DIR_OR_CSV --out DIR [--level image|object] [--images DIR --labels DIR] ...
+    napari-impc-dl classify INPUT... --model M --out DIR [--labels FILES_OR_DIR]
     napari-impc-dl demo [--out DIR]
     napari-impc-dl zoo import PKG | zoo test PKG [--weights F] [--trust-code] | zoo export MODEL --out PKG.zip ... | zoo list
 
@@ -16,6 +19,7 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
 
 from . import __version__
 from .errors import Cancelled, InputError
@@ -59,6 +63,7 @@ def _add_segment(sub) -> None:
     p.add_argument("--min-size", type=int, default=None, help="drop objects smaller than this many pixels")
     p.add_argument("--weights", default=None, metavar="FORMAT", help="Model Zoo packages: weight format to run (torchscript, pytorch_state_dict, onnx; default: the first present)")
     p.add_argument("--trust-code", action="store_true", help="Model Zoo packages: allow the package's own Python code to build its network")
+    p.add_argument("--classifier", default=None, metavar="MODEL", help="an object classifier (training folder, checkpoint or package): adds class and p_<class> columns to objects.csv, n_<class> to counts.csv")
 
 
 def _run_segment(a) -> int:
@@ -75,9 +80,10 @@ def _run_segment(a) -> int:
     model = a.model or a.preset
     if a.weights or a.trust_code:  # Model Zoo options: load the package here with them
         model = api.load_model(model, device=cfg.device, weights=a.weights, trust_code=a.trust_code)
-    report = api.segment(a.inputs, a.out, model=model, config=cfg, progress=_Progress())
+    report = api.segment(a.inputs, a.out, model=model, config=cfg, classifier=a.classifier, progress=_Progress())
     for row in report.counts:
-        print(f"{row['image']}: {row['n_objects']} objects (median area {row['median_area']:.0f} px)")
+        by_class = ", ".join(f"{k[2:]} {v}" for k, v in row.items() if k.startswith("n_") and k != "n_objects" and k != "n_planes")
+        print(f"{row['image']}: {row['n_objects']} objects (median area {row['median_area']:.0f} px){'; ' + by_class if by_class else ''}")
     print(f"labels:  {', '.join(str(p) for p in report.label_files)}")
     print(f"objects: {report.objects_csv}")
     print(f"counts:  {report.counts_csv}")
@@ -96,7 +102,8 @@ def _run_synth(a) -> int:
     from . import api
 
     paths = api.synth(a.kind, a.n, a.out, size=a.size, seed=a.seed)
-    print(f"wrote {len(paths)} images to {paths[0].parent} and their masks to {paths[0].parent.parent / 'masks'}")
+    extra = {"nuclei": f" and their masks to {Path(a.out) / 'masks'}", "shapes": f", their labels to {Path(a.out) / 'labels'} and classes.csv", "views": " (one folder per view)"}[a.kind]
+    print(f"wrote {len(paths)} images to {a.out}{extra}")
     return 0
 
 
@@ -128,16 +135,18 @@ def build_parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_segment(sub)
     p = sub.add_parser("synth", help="write a synthetic dataset with ground truth")
-    p.add_argument("kind", choices=["nuclei"])
+    p.add_argument("kind", choices=["nuclei", "shapes", "views"], help="nuclei: images/ + masks/; shapes: rods, nuclei and debris with labels/ + classes.csv; views: X-ray-like dorsoventral/ and lateral/ images")
     p.add_argument("--n", type=int, required=True, help="number of images")
     p.add_argument("--out", required=True, metavar="DIR")
     p.add_argument("--size", type=int, default=256, help="image side in pixels (default 256)")
     p.add_argument("--seed", type=int, default=0, help="dataset seed (default 0)")
     p = sub.add_parser("evaluate", help="score predicted label files against ground truth (matched by name)")
-    p.add_argument("--pred", required=True, metavar="DIR")
-    p.add_argument("--truth", required=True, metavar="DIR")
+    p.add_argument("--pred", required=True, metavar="DIR_OR_CSV", help="predicted label files, or a predictions.csv / objects.csv with classes")
+    p.add_argument("--truth", required=True, metavar="DIR_OR_CSV", help="true label files, or a CSV of true classes (image[,label],class or path,class)")
     p.add_argument("--csv", default=None, metavar="FILE", help="per-image rows (default: DIR_pred/evaluation.csv)")
     p.add_argument("--iou", type=float, default=0.5, help="IoU threshold for a match (default 0.5)")
+    _add_train(sub)
+    _add_classify(sub)
     _add_zoo(sub)
     p = sub.add_parser("demo", help="segment the bundled sample image with the bundled nuclei model")
     p.add_argument("--out", default="napari-impc-dl-demo", metavar="DIR")
@@ -202,7 +211,114 @@ def _run_zoo(a) -> int:
     return 0
 
 
-_COMMANDS = {"segment": _run_segment, "synth": _run_synth, "evaluate": _run_evaluate, "demo": _run_demo, "zoo": _run_zoo}
+def _add_train(sub) -> None:
+    t = sub.add_parser("train", help="train or fine-tune a segmentation U-Net or a classifier (model + reports in --out)")
+    ts = t.add_subparsers(dest="task", required=True, metavar="TASK")
+    seg = ts.add_parser("segmentation", help="instance segmentation from images + instance masks (matched by file name)")
+    seg.add_argument("--images", required=True, metavar="DIR")
+    seg.add_argument("--masks", required=True, metavar="DIR", help="instance masks: 0 background, 1..n one id per object")
+    seg.add_argument("--arch", default=None, help="encoder: mobilenetv3-minimal (default), resnet18, resnet34, efficientnet-b0, mobilenetv3-small, tiny")
+    seg.add_argument("--patch", type=int, default=None, help="training patch side in pixels (default 256)")
+    seg.add_argument("--min-foreground", type=float, default=None, help="minimum foreground share of a patch (default 0.02)")
+    cls = ts.add_parser("classification", help="image- or object-level CNN classifier")
+    cls.add_argument("--data", default=None, metavar="DIR_OR_CSV", help="image level: a folder per class or a CSV path,class; object level: the CSV image,label,class")
+    cls.add_argument("--level", choices=["image", "object"], default="image")
+    cls.add_argument("--images", default=None, metavar="DIR", help="object level: the images")
+    cls.add_argument("--labels", default=None, metavar="DIR", help="object level: their instance label images (same file names)")
+    cls.add_argument("--classes", default=None, metavar="CSV", help="object level: the CSV image,label,class (same as --data)")
+    cls.add_argument("--arch", default=None, help="resnet18 (default), resnet34, efficientnet-b0, mobilenetv3-small, vgg16_bn, tiny")
+    cls.add_argument("--input", choices=["image", "mask", "image+mask"], default=None, help="object level: what the network sees (default image+mask)")
+    cls.add_argument("--size", type=int, default=None, help="input side in pixels (default 64 objects, 224 images)")
+    cls.add_argument("--resize", choices=["pad", "crop", "stretch"], default=None, help="image level: keep aspect and pad (default), crop, or stretch")
+    cls.add_argument("--crop", choices=["fixed", "bbox"], default=None, help="object level: fixed window or bounding box + margin (default)")
+    cls.add_argument("--crop-side", type=int, default=None, help="object level: window side for --crop fixed (default 64)")
+    cls.add_argument("--margin", type=float, default=None, help="object level: bounding-box margin per side, as a share of its side (default 0.25)")
+    cls.add_argument("--padding", choices=["zero", "reflect", "none"], default=None, help="windows crossing the border (default zero)")
+    cls.add_argument("--balance", choices=["weights", "sampling", "none"], default=None, help="imbalanced classes (default: loss weights)")
+    cls.add_argument("--pretrained", choices=["imagenet"], default=None, help="start from ImageNet weights (downloads; needs a network)")
+    for p in (seg, cls):
+        p.add_argument("--out", required=True, metavar="DIR", help="folder for the model and its reports")
+        p.add_argument("--from", dest="from_model", default=None, metavar="M", help="start from a checkpoint, training folder, state-dict file or Model Zoo package")
+        p.add_argument("--mode", choices=["fine-tune", "head-only"], default=None, help="fine-tune all layers (default) or train the head only")
+        p.add_argument("--epochs", type=int, default=None, help="default 100 (early stop and --time-limit may end sooner)")
+        p.add_argument("--batch", type=int, default=None)
+        p.add_argument("--lr", type=float, default=None, help="learning rate (default 3e-4)")
+        p.add_argument("--patience", type=int, default=None, help="early stop after this many epochs without improvement (default 15, 0: never)")
+        g = p.add_mutually_exclusive_group()
+        g.add_argument("--val-fraction", type=float, default=None, help="share held out for validation, by image (default 0.1)")
+        g.add_argument("--val", dest="val_dir", default=None, metavar="DIR", help="a separate validation set, laid out like the training data")
+        p.add_argument("--time-limit", dest="time_limit_min", type=float, default=None, metavar="MIN", help="wall-clock limit in minutes")
+        p.add_argument("--resume", action="store_true", help="continue the run in --out")
+        p.add_argument("--device", default=None)
+        p.add_argument("--seed", type=int, default=None)
+        p.add_argument("--channel", type=int, default=None, help="train on this channel of multichannel images")
+        p.add_argument("--augment", nargs="+", default=None, choices=["flips", "rot90", "intensity", "noise", "affine", "elastic"], help="augmentations (default: the task's)")
+        p.add_argument("--name", default=None, help="model name (default: the --out folder's name)")
+
+
+def _epoch_line(rec: dict) -> None:
+    if rec.get("kind") != "epoch":
+        return
+    figs = "  ".join(f"{k[4:]} {v:.3f}" for k, v in rec.items() if k.startswith("val_") and k[4:] in ("loss", "f1", "iou", "accuracy", "balanced_accuracy"))
+    print(f"epoch {rec['epoch']}/{rec['epochs']}  train loss {rec['train_loss']:.3f}  {figs}  ({rec['seconds']:.1f} s, best {rec['best_epoch']})", file=sys.stderr, flush=True)
+
+
+def _run_train(a) -> int:
+    from . import api
+
+    common = ("from_model", "mode", "epochs", "batch", "lr", "patience", "val_fraction", "val_dir", "time_limit_min", "device", "seed", "augment", "name")
+    if a.task == "segmentation":
+        fields = dict((k, getattr(a, k)) for k in common + ("arch", "patch", "min_foreground"))
+    else:
+        fields = dict((k, getattr(a, k)) for k in common + ("arch", "input", "size", "resize", "crop", "crop_side", "margin", "padding", "balance", "pretrained"))
+        fields["level"] = a.level
+    overrides = {k: v for k, v in fields.items() if v is not None}
+    command = "napari-impc-dl " + " ".join(sys.argv[1:])
+    if a.task == "segmentation":
+        r = api.train_segmentation(a.out, images=a.images, masks=a.masks, channel=a.channel, resume=a.resume, progress=_epoch_line, command=command, **overrides)
+    else:
+        data = a.classes or a.data
+        if data is None:
+            from .errors import InputError
+
+            raise InputError("No training data: give --data (class folders or CSV) or, for objects, --classes CSV with --images and --labels", "See napari-impc-dl train classification --help")
+        r = api.train_classification(a.out, data=data, images=a.images, labels=a.labels, channel=a.channel, resume=a.resume, progress=_epoch_line, command=command, **overrides)
+    figs = {k: round(v, 4) for k, v in r.metrics.items() if isinstance(v, float) and not k.startswith(("precision_", "recall_", "f1_"))}
+    print(f"{r.stopped} after {len(r.history)} epoch(s); best epoch {r.best_epoch}; {r.samples_per_s:.1f} samples/s")
+    print(f"model:   {r.model or '(none: stopped before the first epoch ended)'}")
+    print(f"reports: {r.out_dir}")
+    print(json.dumps({"stopped": r.stopped, "best_epoch": r.best_epoch, **figs}))
+    return 0
+
+
+def _add_classify(sub) -> None:
+    p = sub.add_parser("classify", help="classify images (predictions.csv) or their labelled objects (objects.csv + counts.csv)")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files")
+    p.add_argument("--model", required=True, metavar="M", help="a classifier: training folder, checkpoint, Model Zoo package or library name")
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--labels", nargs="+", default=None, metavar="FILES_OR_DIR", help="object classifiers: label images (one per input) or a folder (e.g. a segment --out)")
+    p.add_argument("--channel", type=int, default=None, help="use only this channel of multichannel images")
+    p.add_argument("--batch", type=int, default=None, help="crops or images per forward pass (default 64 on the CPU, 256 on a GPU)")
+    p.add_argument("--device", default="auto")
+
+
+def _run_classify(a) -> int:
+    from . import api
+
+    labels = a.labels[0] if a.labels and len(a.labels) == 1 else a.labels
+    r = api.classify(a.inputs, a.out, model=a.model, labels=labels, channel=a.channel, batch=a.batch, device=a.device, progress=_Progress())
+    if r.level == "image":
+        for _, row in r.table.iterrows():
+            print(f"{row['image']}: {row['class']} ({max(v for k, v in row.items() if k.startswith('p_')):.2f})")
+    else:
+        for row in r.counts:
+            print(f"{row['image']}: {row['n_objects']} objects; " + ", ".join(f"{k[2:]} {v}" for k, v in row.items() if k.startswith("n_") and k != "n_objects"))
+    for f in r.files:
+        print(f"wrote {f}")
+    return 0
+
+
+_COMMANDS = {"train": _run_train, "classify": _run_classify, "segment": _run_segment, "synth": _run_synth, "evaluate": _run_evaluate, "demo": _run_demo, "zoo": _run_zoo}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -210,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
 
     share_one_arena()  # before any thread starts: every image reuses the heap of the one before (see allocator.py)
     args = build_parser().parse_args(argv)
-    if args.command == "evaluate" and args.csv is None:
+    if args.command == "evaluate" and args.csv is None and not str(args.pred).lower().endswith(".csv"):
         from pathlib import Path
 
         args.csv = str(Path(args.pred) / "evaluation.csv")

@@ -68,18 +68,16 @@ def classify_images(
     stats: BatchStats | None = None,
 ):
     """One row per image plane: ``image``, the stack index columns (``z``, ``t``) of stacks, ``class``, ``p_<class>``..."""
-    from .resize import prepare_image
-
     if model.spec.level != "image":
         raise InputError(f"'{model.info.name}' classifies objects, not whole images", "Pass --labels (label images of the objects) with it")
-    spec, norm = model.spec, model.card.normalization
+    spec = model.spec
     items = [(s, p, _channels(s, model, channel)) for s in sources for p in s.planes()]
     bs = batch or default_batch(model)
 
     def produce():
         for i in range(0, len(items), bs):
             group = items[i : i + bs]
-            arr = np.stack([prepare_image(s, spec.input_size, spec.resize, norm.low, norm.high, p, ch) for s, p, ch in group])
+            arr = np.stack([model.prepare_image(s, p, ch) for s, p, ch in group])
             yield np.arange(i, i + len(group)), arr
 
     out = run_batches(model, produce, total=len(items), progress=progress, cancel=cancel, stats=stats)

@@ -62,5 +62,12 @@ class ClassifierModel:
         n = self.card.normalization
         return percentile_normalizer(sample, n.low, n.high)
 
+    def prepare_image(self, source, plane: tuple[int, ...] = (), channels: list[int] | None = None) -> np.ndarray:
+        """Image level: the network input ``(C, S, S)`` of one image plane (resize rule, then percentiles)."""
+        from .resize import prepare_image
+
+        n = self.card.normalization
+        return prepare_image(source, self.spec.input_size, self.spec.resize, n.low, n.high, plane, channels)
+
     def forward(self, x):
         return self.net(x).float().softmax(1)

@@ -31,7 +31,9 @@ def load_model(model: str | os.PathLike | None = None, *, device: str = "auto", 
         from ..zoo import library
         from ..zoo.package import looks_like_package
 
-        path = Path(ref)
+        from ..classify.loading import checkpoint_path
+
+        path = checkpoint_path(ref)
         if looks_like_package(path) or (not path.exists() and library.find(str(ref)) is not None):
             from ..zoo.adapter import load_package
 
@@ -41,4 +43,8 @@ def load_model(model: str | os.PathLike | None = None, *, device: str = "auto", 
                 f"Model '{ref}' is neither a bundled preset, an existing file nor a model in the library",
                 f"Use one of the presets ({', '.join(PRESETS)}), a checkpoint or package path, or a name from `napari-impc-dl zoo list`",
             )
+    from ..models.checkpoint import read_card
+
+    if read_card(path).task == "classification":
+        raise InputError(f"'{ref}' is a classifier, not a segmentation model", "Use it with `classify --model` or `segment --classifier`")
     return CheckpointModel.load(path, device=str(resolve_device(device)))
