@@ -26,6 +26,23 @@ CORE = [
     "napari_impc_dl.synthetic",
     "napari_impc_dl.training.loop",
     "napari_impc_dl.training.targets",
+    "napari_impc_dl.training.data",
+    "napari_impc_dl.training.tasks",
+    "napari_impc_dl.training.run",
+    "napari_impc_dl.training.transfer",
+    "napari_impc_dl.training.reports",
+    "napari_impc_dl.training.augment",
+    "napari_impc_dl.models.classifiers",
+    "napari_impc_dl.classify.crops",
+    "napari_impc_dl.classify.resize",
+    "napari_impc_dl.classify.runnable",
+    "napari_impc_dl.classify.predict",
+    "napari_impc_dl.classify.files",
+    "napari_impc_dl.classify.loading",
+    "napari_impc_dl.inference.batches",
+    "napari_impc_dl.measure.classes",
+    "napari_impc_dl.synthetic.shapes",
+    "napari_impc_dl.synthetic.views",
 ]
 
 

@@ -184,8 +184,10 @@ def iter_crop_batches(
     wy0, wx0, side = crop_windows(boxes, rule, shape)
     need_image = rule.input != "mask"
     for idx in _groups(wy0, wx0, side, batch, max_region):
-        y0, x0 = int(wy0[idx].min()), int(wx0[idx].min())
-        y1, x1 = int((wy0[idx] + side[idx]).max()), int((wx0[idx] + side[idx]).max())
+        # one pixel more on each side: bilinear samples near a window's edge read their neighbours, so a
+        # crop does not depend on which batch (and region) its object falls in
+        y0, x0 = int(wy0[idx].min()) - 1, int(wx0[idx].min()) - 1
+        y1, x1 = int((wy0[idx] + side[idx]).max()) + 1, int((wx0[idx] + side[idx]).max()) + 1
         lab = _region(lambda ys, xs: np.asarray(labels[ys, xs]), shape, y0, y1, x0, x1, "zero")
         img = None
         if need_image:

@@ -111,8 +111,12 @@ def classify_files(
     classes = model.classes
     sources, label_arrays = [], []
     try:
+        stems: dict[str, str] = {}
         for p in inputs:
             sources.append(open_image(p))
+            if sources[-1].name in stems:
+                raise InputError(f"Two inputs have the same name '{sources[-1].name}': '{stems[sources[-1].name]}' and '{p}'", "Rename one, or classify them into different --out folders")
+            stems[sources[-1].name] = str(p)
         if model.spec.level == "object":
             for src, lp in zip(sources, _label_files(inputs, labels)):
                 arr, handle = open_labels(lp, src)

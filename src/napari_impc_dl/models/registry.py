@@ -56,7 +56,11 @@ def smp_kwargs(spec: ArchitectureSpec) -> dict:
 
 
 def build(spec: ArchitectureSpec):
-    """Build the (randomly initialised) network for ``spec``."""
+    """Build the (randomly initialised) network for ``spec``: an smp U-Net, or a timm classifier (``arch="Classifier"``)."""
+    if spec.arch == "Classifier":
+        from .classifiers import build_classifier
+
+        return build_classifier(spec)
     import segmentation_models_pytorch as smp
 
     if spec.encoder not in ENCODERS:

@@ -92,7 +92,7 @@ def write_views_dataset(out_dir, n: int, *, size: int = 128, seed: int = 0) -> l
         except OSError as exc:
             raise InputError(f"cannot write to {out} ({exc.strerror or exc})", "Choose a folder you can write to") from exc
         for i in range(n):
-            p = d / f"view_{seed}_{i:04d}.tif"
+            p = d / f"view_{seed}_{2 * i + k:04d}.tif"  # names unique across classes
             _atomic_tif(p, make_view_image(view, size, dataset_image_seed(seed, 2 * i + k) % 2**63))
             paths.append(p)
     return paths

@@ -5,8 +5,8 @@ The tiled engine runs packages exactly as it runs our checkpoints; this module o
 * **weights**: a format present in the package is chosen (``torchscript``, then
   ``pytorch_state_dict``, then ``onnx``; or the one asked for). A format listed only by URL is
   never fetched. ``pytorch_state_dict`` is loaded with ``torch.load(weights_only=True)``; its
-  architecture is built from segmentation_models_pytorch without trust (pretrained-weight
-  downloads are switched off), and from a Python file inside the package (or any other module)
+  architecture is built from segmentation_models_pytorch or timm without trust (pretrained-weight
+  downloads are switched off; timm hub / local-dir model names and checkpoint files need trust), and from a Python file inside the package (or any other module)
   only with ``trust_code=True``. TensorFlow / Keras formats are refused with one message.
 * **axes**: the engine's ``(B, C, h, w)`` batch is permuted into the input's own axis order
   (``bcyx``, ``byxc``, no batch axis, singleton ``z`` ...); the output back to ``(B, K, h, w)``.
@@ -52,8 +52,11 @@ from . import processing as P
 from .spec import ALL_FORMATS, RUNNABLE_FORMATS, ModelSpec, card_of, check_files
 
 #: Modules whose callables may build a state-dict architecture without --trust-code
-TRUSTED_LIBRARIES = ("segmentation_models_pytorch",)
-_NO_DOWNLOAD = {"encoder_weights": None}
+TRUSTED_LIBRARIES = ("segmentation_models_pytorch", "timm")
+#: per trusted library: the keyword arguments that switch pretrained-weight downloads off
+_NO_DOWNLOAD = {"segmentation_models_pytorch": {"encoder_weights": None}, "timm": {"pretrained": False}}
+#: ``timm.create_model`` arguments that read files or the hub: a package using them needs --trust-code
+_TIMM_UNSAFE = ("checkpoint_path", "pretrained_cfg", "pretrained_cfg_overlay")
 _TF = ("keras_hdf5", "keras_v3", "tensorflow_saved_model_bundle", "tensorflow_js")
 
 DEFAULT_TILE = 512
@@ -72,11 +75,22 @@ def _onnxruntime_available() -> bool:
     return importlib.util.find_spec("onnxruntime") is not None
 
 
-def _arch_trusted(arch: dict | None) -> bool:
+def _trusted_library(arch: dict | None) -> str | None:
+    """The trusted library an architecture is built from, or None (a file, another module, unsafe arguments)."""
     if not arch or arch.get("kind") != "library":
-        return False
+        return None
     mod = str(arch.get("import_from", ""))
-    return any(mod == lib or mod.startswith(lib + ".") for lib in TRUSTED_LIBRARIES)
+    lib = next((lib for lib in TRUSTED_LIBRARIES if mod == lib or mod.startswith(lib + ".")), None)
+    if lib == "timm" and arch.get("callable") == "create_model":
+        # architectures only: a hub / local-dir model name ('hf-hub:...', 'local-dir:...') or a checkpoint file is not
+        kw = arch.get("kwargs") or {}
+        if ":" in str(kw.get("model_name", "")) or any(k in kw for k in _TIMM_UNSAFE):
+            return None
+    return lib
+
+
+def _arch_trusted(arch: dict | None) -> bool:
+    return _trusted_library(arch) is not None
 
 
 def choose_format(spec: ModelSpec, wanted: str | None = None, trust_code: bool = False) -> str:
@@ -161,7 +175,8 @@ def _build_architecture(spec: ModelSpec, arch: dict, trust_code: bool):
     label = f"Package '{spec.name}'"
     kwargs = dict(arch.get("kwargs") or {})
     if arch["kind"] == "library":
-        trusted = _arch_trusted(arch)
+        lib = _trusted_library(arch)
+        trusted = lib is not None
         if not trusted and not trust_code:  # choose_format checked this; never build untrusted code
             raise InputError(f"{label}: building its architecture needs --trust-code", "")
         if not trusted:
@@ -183,7 +198,8 @@ def _build_architecture(spec: ModelSpec, arch: dict, trust_code: bool):
             ok = isinstance(fn, type) and issubclass(fn, torch.nn.Module) or fn.__name__ == "create_model"
             if not ok:
                 raise InputError(f"{label}: '{arch['import_from']}.{arch['callable']}' is not a network class", "Refusing to call it; use --trust-code only if you trust the package")
-            kwargs.update({k: v for k, v in _NO_DOWNLOAD.items() if k in kwargs or k == "encoder_weights"})
+            if lib == "segmentation_models_pytorch" or fn.__name__ == "create_model":  # timm classes take no 'pretrained'
+                kwargs.update(_NO_DOWNLOAD[lib])
     else:
         if not trust_code:
             raise InputError(f"{label}: building its architecture runs the package's code", "Re-run with --trust-code if you trust its source")
@@ -388,6 +404,12 @@ class ZooModel:
     def _setup_images(self) -> None:
         spec = self.spec
         label = f"Package '{spec.name}'"
+        from .classifier import class_output
+
+        per_class = class_output(spec)
+        if (self.card is not None and self.card.task == "classification") or (per_class is not None and not any(len(o.space) >= 2 for o in spec.outputs)):
+            what = f"its output '{per_class.id}' has one value per class" if per_class is not None else "its card says so"
+            raise InputError(f"{label} is a classifier ({what}), not a segmentation model", "Use it with `classify --model` (or an object classifier with `segment --classifier`)")
         required = [t for t in spec.inputs if not t.optional]
         if len(required) != 1:
             raise InputError(f"{label} needs {len(required)} input tensors; segment feeds one image", "Run it with bioimageio.core, or use a single-input package")
