@@ -212,6 +212,13 @@ def train_classification(out_dir, *, data, images=None, labels=None, config=None
     return train(config, out_dir, data=data, images=images, labels=labels, channel=channel, resume=resume, progress=progress, cancel=cancel, command=command)
 
 
+def trained_models():
+    """Models trained into the user's model library (``training.library``): name, folder, task, level, classes."""
+    from .training.library import trained_models as _list
+
+    return _list()
+
+
 def load_classifier(model, *, device: str = "auto", weights: str | None = None, trust_code: bool = False):
     """A classifier Runnable from a training folder, a checkpoint, a Model Zoo package or a library name."""
     from .classify.loading import load_classifier as _load
@@ -490,7 +497,7 @@ def export_model(
     cite: Sequence[str] | None = None,
     tags: Sequence[str] | None = None,
 ):
-    """Export a bundled preset or a checkpoint as a BioImage Model Zoo package (spec 0.5 zip) at ``out``."""
+    """Export a bundled preset, a checkpoint or a training folder (U-Net or classifier) as a BioImage Model Zoo package (spec 0.5 zip) at ``out``."""
     from .zoo.export import export_package
 
     return export_package(model, out, name=name, description=description, authors=list(authors or []), license=license, cite=list(cite or []), tags=list(tags or []))

@@ -11,6 +11,8 @@ ZOO = [
     "napari_impc_dl.zoo.adapter",
     "napari_impc_dl.zoo.library",
     "napari_impc_dl.zoo.export",
+    "napari_impc_dl.zoo.export_classifier",
+    "napari_impc_dl.zoo.classifier",
     "napari_impc_dl.zoo.conformance.test",
 ]
 

@@ -9,8 +9,14 @@ from ..errors import InputError
 
 
 def checkpoint_path(ref: str | os.PathLike) -> Path:
-    """A training folder's ``model.safetensors`` (or ``last.safetensors`` when no epoch ended), or ``ref`` itself."""
+    """A training folder's ``model.safetensors`` (or ``last.safetensors`` when no epoch ended), or ``ref`` itself.
+    A bare name that is no file is looked up among the trained models of the library (``training.library``)."""
     path = Path(ref).expanduser()
+    if not path.exists() and isinstance(ref, str) and "/" not in ref and "\\" not in ref:
+        from ..training.library import trained_dir
+
+        if (trained_dir() / ref).is_dir():
+            path = trained_dir() / ref
     if path.is_dir() and not (path / "rdf.yaml").exists() and not path.name.lower().endswith(".zarr"):
         for name in ("model.safetensors", "last.safetensors"):
             if (path / name).is_file():

@@ -1,6 +1,6 @@
 """Our checkpoints and bundled presets -> BioImage Model Zoo packages (spec 0.5).
 
-The package holds what bioimageio.core's ``test_model`` needs, offline:
+A U-Net package holds what bioimageio.core's ``test_model`` needs, offline:
 
 * ``weights.pt`` (``pytorch_state_dict``: tensors only; architecture
   ``segmentation_models_pytorch.Unet`` with our registry's keyword arguments) and
@@ -14,6 +14,10 @@ The package holds what bioimageio.core's ``test_model`` needs, offline:
   postprocessing ``sigmoid`` (the network outputs logits, as our checkpoints do);
 * ``config.napari_impc_dl.card``: our full card, so an import restores tile size, halo and the
   instance-postprocessing defaults, and tags.
+
+Classifier checkpoints (``task == "classification"``) get their own files and description
+(:mod:`.export_classifier`: fixed-size input, class probabilities with ``softmax``, a timm
+architecture). The model may also be given as a training folder (its ``model.safetensors``).
 
 After writing, the package is opened again with our own loader and its test re-run with both
 weight formats; an export that would not reproduce itself is not written.
@@ -166,67 +170,46 @@ def export_package(
     tags: list[str] | None = None,
     check: bool = True,
 ) -> ExportReport:
-    """Export a preset name or checkpoint path as a spec 0.5 zip at ``out``."""
-    import torch
-
+    """Export a preset name, a checkpoint or a training folder (segmentation U-Net or classifier) as a spec 0.5 zip at ``out``."""
+    from ..classify.loading import checkpoint_path
     from ..models.checkpoint import load_checkpoint
-    from ..models.registry import smp_kwargs
     from ..presets import PRESETS, preset_path
 
     ref = str(model)
-    path = preset_path(ref) if ref.strip().lower() in PRESETS else Path(ref)
+    path = preset_path(ref) if ref.strip().lower() in PRESETS else checkpoint_path(ref)
     if not path.is_file():
-        raise InputError(f"Model '{ref}' is neither a bundled preset nor a checkpoint file", f"Use one of {', '.join(PRESETS)} or a .safetensors checkpoint")
+        raise InputError(f"Model '{ref}' is neither a bundled preset, a checkpoint file nor a training folder", f"Use one of {', '.join(PRESETS)}, a .safetensors checkpoint or the folder `train` wrote")
     out = Path(out)
     if out.suffix.lower() != ".zip":
         raise InputError(f"Output '{out}' must end in .zip", "e.g. --out my-model.zip")
     if not out.parent.exists():
         raise InputError(f"Folder '{out.parent}' does not exist", "Create it first")
     net, card = load_checkpoint(path, device="cpu")
-    if card.architecture.arch != "Unet":
-        raise InputError(f"Only U-Net checkpoints can be exported (this one is {card.architecture.arch})", "")
+    is_cls = card.task == "classification"
     name = (name or card.name).strip()
     description = (description if description is not None else card.description or f"napari-impc-dl {card.task} model").strip()
     authors = [a.strip() for s in (authors or card.authors or []) for a in s.split(";") if a.strip()]
     if not authors:
         raise InputError("A package needs at least one author", "Give --authors 'First Last' (several: --authors 'A B' 'C D')")
     license = (license or card.license or "").strip()
-    cites = [_parse_cite(c) for c in (cite or [])] + DEFAULT_CITES
+    if is_cls:
+        from .export_classifier import classifier_cites
 
-    t = card.tiling
-    size = t.min_tile + max(0, -(-(256 - t.min_tile) // t.step)) * t.step  # a valid size >= 256
+        cites = [_parse_cite(c) for c in (cite or [])] + classifier_cites(card)
+    else:
+        cites = [_parse_cite(c) for c in (cite or [])] + DEFAULT_CITES
+
     staging = Path(tempfile.mkdtemp(prefix=".export-", dir=out.parent))
     try:
         d = staging / "pkg"
         d.mkdir()
         net = net.eval()
-        x = _test_image(card, size)
-        np.save(d / "test_input.npy", x)
-        torch.save({k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}, d / "weights.pt")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            traced = torch.jit.trace(net, torch.from_numpy(np.zeros_like(x)), check_trace=False)
-            traced.save(str(d / "weights.torchscript"))
-            # a trace may bake in shapes: check it at another valid size
-            other = torch.randn(1, card.architecture.in_channels, t.min_tile + 3 * t.step, t.min_tile + 5 * t.step)
-            with torch.inference_mode():
-                diff = float((traced(other) - net(other)).abs().max())
-        if diff > 1e-4:
-            raise InputError(f"The traced network differs from the original at another input size (max difference {diff:.2g})", "This architecture cannot be exported as torchscript")
-        # the package's prediction of its test input, computed exactly as the package describes it
-        from . import processing as P
+        if is_cls:
+            from .export_classifier import write_classifier_files
 
-        pre = [P.EnsureDtype("ensure_dtype", "input", dtype="float32"), P.ScaleRange("scale_range", "input", axes=("y", "x"), min_percentile=card.normalization.low, max_percentile=card.normalization.high)]
-        dims = ("batch", "channel", "y", "x")
-        stats = P.compute_stats(P.measures_of(pre), {"input": (x, dims)})
-        xin = P.apply_ops(pre, x, dims, stats).astype(np.float32)
-        with torch.inference_mode():
-            logits = net(torch.from_numpy(xin)).numpy()
-        y = P.Sigmoid("sigmoid", "output")(logits, dims, {}).astype(np.float32)
-        np.save(d / "test_output.npy", y)
-        _cover(x, y, d / "cover.png")
-        (d / "README.md").write_text(_readme(card, name, description, authors, size), encoding="utf-8")
-        descr = _descr(card, d, name, description, authors, license, cites, tags, smp_kwargs(card.architecture))
+            descr = write_classifier_files(net, card, d, name, description, authors, license, cites, tags)
+        else:
+            descr = _write_unet_files(net, card, d, name, description, authors, license, cites, tags)
         tmp_zip = staging / "package.zip"
         _save(descr, tmp_zip)
         diffs = {}
@@ -242,6 +225,43 @@ def export_package(
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return ExportReport(path=out, name=name, formats=["torchscript", "pytorch_state_dict"], test_max_abs_diff=diffs, size_bytes=out.stat().st_size)
+
+
+def _write_unet_files(net, card, d: Path, name, description, authors, license, cites, tags):
+    """Weights, test tensors, cover and README of a U-Net package in ``d``; returns its description."""
+    import torch
+
+    from ..models.registry import smp_kwargs
+
+    t = card.tiling
+    size = t.min_tile + max(0, -(-(256 - t.min_tile) // t.step)) * t.step  # a valid size >= 256
+    x = _test_image(card, size)
+    np.save(d / "test_input.npy", x)
+    torch.save({k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}, d / "weights.pt")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        traced = torch.jit.trace(net, torch.from_numpy(np.zeros_like(x)), check_trace=False)
+        traced.save(str(d / "weights.torchscript"))
+        # a trace may bake in shapes: check it at another valid size
+        other = torch.randn(1, card.architecture.in_channels, t.min_tile + 3 * t.step, t.min_tile + 5 * t.step)
+        with torch.inference_mode():
+            diff = float((traced(other) - net(other)).abs().max())
+    if diff > 1e-4:
+        raise InputError(f"The traced network differs from the original at another input size (max difference {diff:.2g})", "This architecture cannot be exported as torchscript")
+    # the package's prediction of its test input, computed exactly as the package describes it
+    from . import processing as P
+
+    pre = [P.EnsureDtype("ensure_dtype", "input", dtype="float32"), P.ScaleRange("scale_range", "input", axes=("y", "x"), min_percentile=card.normalization.low, max_percentile=card.normalization.high)]
+    dims = ("batch", "channel", "y", "x")
+    stats = P.compute_stats(P.measures_of(pre), {"input": (x, dims)})
+    xin = P.apply_ops(pre, x, dims, stats).astype(np.float32)
+    with torch.inference_mode():
+        logits = net(torch.from_numpy(xin)).numpy()
+    y = P.Sigmoid("sigmoid", "output")(logits, dims, {}).astype(np.float32)
+    np.save(d / "test_output.npy", y)
+    _cover(x, y, d / "cover.png")
+    (d / "README.md").write_text(_readme(card, name, description, authors, size), encoding="utf-8")
+    return _descr(card, d, name, description, authors, license, cites, tags, smp_kwargs(card.architecture))
 
 
 def _descr(card, d: Path, name, description, authors, license, cites, tags, arch_kwargs):
