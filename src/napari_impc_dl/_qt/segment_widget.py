@@ -40,6 +40,7 @@ from ..config import GPU_BATCH, SegmentConfig, validated
 from ..errors import InputError
 from ._layers import META_KEY, features_with_index, find_layer, level0, provenance, unwrap
 from . import preload_torch_libraries
+from ._library import EVENTS, fill_model_combo
 from ._workers import Job
 
 if TYPE_CHECKING:
@@ -73,6 +74,17 @@ def _keep_scratch(layer, scratch) -> None:
         old.cleanup()
 
 
+def _classify(classifier, data, name, config, result, progress, cancel):
+    """Worker thread: the objects table of ``result`` with each object's class (Segment's "Then classify")."""
+    from ..classify.files import merge_classes
+    from ..classify.predict import classify_objects
+    from ..io.image import ImageSource
+
+    src = ImageSource.from_array(data, name=name, channel_axis=config.channel_axis)
+    table = classify_objects(classifier, src, result.labels, channel=config.channel, progress=lambda d, t: progress(d, t, "classify"), cancel=cancel)
+    return merge_classes(result.objects, table, classifier.classes, {"name": classifier.info.name, "hash": classifier.info.content_hash})
+
+
 @dataclass
 class _Shown:
     """The last result this widget put in the viewer, with what a relabel needs."""
@@ -100,24 +112,30 @@ class SegmentWidget(QWidget):
         loaded with options are not cached."""
         self._build()
         self.reset_choices()
-        self._on_model_changed()
+        self.refresh_models()
         self._refresh_devices()
+        EVENTS.models_changed.connect(self.refresh_models)
+        self.destroyed.connect(lambda *_: EVENTS.models_changed.disconnect(self.refresh_models))
+
+    def refresh_models(self, *_: Any) -> None:
+        """Re-list presets, trained models and classifiers (a Train run just saved one)."""
+        fill_model_combo(self.model_combo, task="instance-segmentation")
+        fill_model_combo(self.classifier_combo, task="classification", level="object", browse=None)
+        self.classifier_combo.insertItem(0, "no", None)
+        if self.classifier_combo.currentIndex() < 0 or self.classifier_combo.count() == 1:
+            self.classifier_combo.setCurrentIndex(0)
+        self._on_model_changed()
 
     # ------------------------------------------------------------------ layout
 
     def _build(self) -> None:
-        from ..presets import PRESETS
-
         form = QFormLayout()
         self.image_combo = QComboBox()
         self.image_combo.setToolTip("The image layer to segment (for a multiscale layer, its full resolution)")
         form.addRow("Image", self.image_combo)
 
         self.model_combo = QComboBox()
-        for name, (_, description) in PRESETS.items():
-            self.model_combo.addItem(name, name)
-            self.model_combo.setItemData(self.model_combo.count() - 1, description, Qt.ItemDataRole.ToolTipRole)
-        self.model_combo.addItem("Checkpoint file…", _BROWSE)
+        fill_model_combo(self.model_combo, task="instance-segmentation")  # presets, trained models, "Checkpoint file…"
         self._model_index = 0
         self.model_combo.activated.connect(self._on_model_activated)
         self.model_combo.currentIndexChanged.connect(self._on_model_changed)
@@ -126,6 +144,9 @@ class SegmentWidget(QWidget):
         self.model_info.setWordWrap(True)
         self.model_info.setStyleSheet("color: gray")
         form.addRow("", self.model_info)
+        self.classifier_combo = QComboBox()
+        self.classifier_combo.setToolTip("Optionally classify every object found with an object classifier (class and p_<class> columns)")
+        form.addRow("Then classify", self.classifier_combo)
 
         self.device_combo = QComboBox()
         self.device_combo.setToolTip("auto picks a CUDA GPU, then Apple MPS, then the CPU")
@@ -259,10 +280,14 @@ class SegmentWidget(QWidget):
         from ..models.checkpoint import read_card
         from ..presets import PRESETS, preset_path
 
+        from ..classify.loading import checkpoint_path
+
         ref = self.model_combo.currentData()
         if ref == _BROWSE or ref is None:
             return
         self._model_index = self.model_combo.currentIndex()
+        if ref not in PRESETS and Path(str(ref)).is_dir() and checkpoint_path(ref).suffix == ".safetensors":
+            ref = str(checkpoint_path(ref))  # a trained model's folder
         if ref not in PRESETS and not str(ref).lower().endswith(".safetensors"):  # e.g. an imported Model Zoo package
             self._card = None
             self.model_info.setText(f"{Path(ref).name}: described when it is loaded (on Run)")
@@ -352,6 +377,7 @@ class SegmentWidget(QWidget):
             show_error("Choose a model first")
             return
         data, name = level0(layer), layer.name
+        classifier = self.classifier_combo.currentData()
         options = dict(self.load_options)
         cached = None if options else self._models.get((ref, config.device))
         image = {  # what the result layer needs from the image, taken now (the worker never sees a layer)
@@ -372,6 +398,8 @@ class SegmentWidget(QWidget):
             shown = api.segment_layer(
                 data, model, config, name=name, memory_limit_mpx=MEMORY_LIMIT_MPX, pyramid_side=PYRAMID_SIDE, progress=progress, cancel=cancel
             )
+            if classifier:
+                shown.result.objects = _classify(api.load_classifier(classifier, device=config.device), data, name, config, shown.result, progress, cancel)
             seconds = time.perf_counter() - t0
             # the per-object table as napari wants it, built here: copying 500k rows would cost the GUI thread 0.2 s
             features = features_with_index(shown.result.objects)
@@ -446,6 +474,10 @@ class SegmentWidget(QWidget):
                 metadata={META_KEY: meta},
                 **kwargs,
             )
+        if "class" in features.columns and "classifier_name" in features.columns:
+            from ._annotate import recolour
+
+            recolour(layer, sorted(c for c in set(features["class"].astype(str)) if c))
         if shown.scratch is not None:
             _keep_scratch(layer, shown.scratch)
         elif scratch_of(layer) is not None:  # an earlier large result of this layer was replaced by an in-memory one

@@ -280,10 +280,11 @@ class TrainWidget(QWidget):
 
     def _fill_start(self) -> None:
         seg = self.task == "segmentation"
+        before = self.start_combo.currentData()
         fill_model_combo(self.start_combo, task="instance-segmentation" if seg else "classification", level=None if seg else self.task, browse="Checkpoint or package file…")
         self.start_combo.insertItem(0, "scratch (random weights)", _SCRATCH)
-        if self.start_combo.currentData() in (None, BROWSE) or self.start_combo.currentIndex() < 0:
-            self.start_combo.setCurrentIndex(0)
+        kept = self.start_combo.findData(before) if before not in (None, BROWSE, _SCRATCH) else -1
+        self.start_combo.setCurrentIndex(max(0, kept))  # scratch unless the user had chosen a model that is still offered
 
     def _on_start_activated(self, index: int) -> None:
         if self.start_combo.itemData(index) != BROWSE:

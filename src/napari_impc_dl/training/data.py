@@ -234,6 +234,8 @@ def _check_classes(samples: list[Sample], where: str) -> list[Sample]:
 def split_by_image(samples: list[Sample], fraction: float, seed: int) -> tuple[list[Sample], list[Sample]]:
     """Hold out about ``fraction`` of the examples, whole images at a time (crops of one image never sit on
     both sides), with every class in the validation set and still in the training set; reproducible from ``seed``."""
+    if len(samples) == 1 and samples[0].objects:
+        return _split_one_image(samples[0], fraction)
     if len(samples) < 2:
         raise InputError("There is only one training image, so no image is left to validate on", "Add images, or give a validation set with --val DIR")
     rng = np.random.default_rng([seed, 0x5B1])
@@ -265,6 +267,28 @@ def split_by_image(samples: list[Sample], fraction: float, seed: int) -> tuple[l
             "Add images of every class (at least two images per class), or give a validation set with --val DIR",
         )
     return train, held
+
+
+def _split_one_image(s: Sample, fraction: float) -> tuple[list[Sample], list[Sample]]:
+    """Objects of a single annotated image: the validation set is the band of objects furthest right (by
+    centroid), grown until it holds ``fraction`` of them and every class, so neighbouring crops rarely
+    sit on both sides (what annotating one image in napari gives)."""
+    from scipy import ndimage
+
+    ids = np.array(sorted(s.objects), np.int64)
+    cx = np.array([c[1] for c in ndimage.center_of_mass(np.ones_like(s.mask), s.mask, ids)]) if ids.size else np.zeros(0)
+    order = ids[np.argsort(-cx, kind="stable")]
+    classes = set(s.objects.values())
+    val: dict[int, str] = {}
+    for i in order:
+        if len(val) >= max(1, fraction * len(ids)) and set(val.values()) == classes:
+            break
+        val[int(i)] = s.objects[int(i)]
+    train = {k: v for k, v in s.objects.items() if k not in val}
+    lacking = sorted(classes - set(train.values()))
+    if lacking:
+        raise InputError(f"One annotated image cannot be split: no training example of {', '.join(lacking)} would be left", "Annotate more objects of every class, add images, or give --val DIR")
+    return [Sample(s.name, s.image, s.mask, objects=train)], [Sample(s.name + " (validation objects)", s.image, s.mask, objects=val)]
 
 
 def _has(s: Sample, c: str) -> bool:

@@ -49,31 +49,17 @@ def write_json(path: Path, obj: dict) -> Path:
     return path
 
 
-def _figure(width: float, height: float):
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    from matplotlib.figure import Figure
-
-    return Figure(figsize=(width, height), dpi=110)
-
-
 def plot_curves(out: Path, history: list[dict], metrics: list[str], title: str = "") -> Path:
     """``curves.png``: losses on the left, the validation ``metrics`` (0..1) on the right."""
-    fig = _figure(9, 3.6)
-    ax1, ax2 = fig.subplots(1, 2)
+    from ._png import line_panels
+
     ep = [r["epoch"] for r in history]
-    ax1.plot(ep, [r["train_loss"] for r in history], "o-", ms=3, label="train")
-    ax1.plot(ep, [r["val_loss"] for r in history], "o-", ms=3, label="validation")
-    ax1.set_xlabel("epoch"), ax1.set_ylabel("loss"), ax1.legend(), ax1.grid(alpha=0.3)
-    for m in metrics:
-        ax2.plot(ep, [r.get(f"val_{m}", np.nan) for r in history], "o-", ms=3, label=m.replace("_", " "))
-    ax2.set_ylim(0, 1.02), ax2.set_xlabel("epoch"), ax2.set_ylabel("validation"), ax2.legend(), ax2.grid(alpha=0.3)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
+    img = line_panels([
+        {"title": "loss", "x": ep, "series": [("train", [r["train_loss"] for r in history]), ("validation", [r["val_loss"] for r in history])]},
+        {"title": "validation", "x": ep, "series": [(m.replace("_", " "), [r.get(f"val_{m}", np.nan) for r in history]) for m in metrics], "ylim": (0.0, 1.0)},
+    ], title=title)
     path = out / "curves.png"
-    _atomic(path, lambda t: fig.savefig(t, format="png"))
+    _atomic(path, lambda t: img.save(t, format="PNG"))
     return path
 
 
@@ -92,17 +78,8 @@ def write_confusion(out: Path, cm: np.ndarray, classes: list[str], metrics: dict
         "support": cm.sum(1),
     })
     _atomic(out / "per_class.csv", lambda t: per.to_csv(t, index=False, float_format="%.4f"))
-    K = len(classes)
-    fig = _figure(1.6 + 0.7 * K, 1.3 + 0.6 * K)
-    ax = fig.subplots()
-    norm = cm / np.maximum(1, cm.sum(1, keepdims=True))
-    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
-    for i in range(K):
-        for j in range(K):
-            ax.text(j, i, str(cm[i, j]), ha="center", va="center", color="white" if norm[i, j] > 0.5 else "black")
-    ax.set_xticks(range(K), classes, rotation=30, ha="right"), ax.set_yticks(range(K), classes)
-    ax.set_xlabel("predicted"), ax.set_ylabel("true")
-    ax.set_title(f"accuracy {metrics['accuracy']:.3f}, balanced {metrics['balanced_accuracy']:.3f}", fontsize=9)
-    fig.tight_layout()
-    _atomic(out / "confusion.png", lambda t: fig.savefig(t, format="png"))
+    from ._png import confusion_image
+
+    img = confusion_image(cm, classes, f"accuracy {metrics['accuracy']:.3f}, balanced {metrics['balanced_accuracy']:.3f}")
+    _atomic(out / "confusion.png", lambda t: img.save(t, format="PNG"))
     return [out / "confusion.csv", out / "confusion.png", out / "per_class.csv"]

@@ -242,7 +242,10 @@ def train(
     n_ch = train_s[0].image.shape[0]
     batch = config.batch or (8 if is_seg else 32)
     kinds = tuple(config.augment) if config.augment is not None else aug.DEFAULTS["segmentation" if is_seg else config.level]
-    # ---- network and task
+    # ---- network and task (initial weights from the seed: same seed, same run)
+    import torch
+
+    torch.manual_seed(config.seed)
     if is_seg:
         from ..inference.instances import InstanceParams
 
