@@ -8,7 +8,13 @@ Writes (PNG):
 - ``export.png``    the Export widget after exporting the result;
 - ``progress.png``  a 4096 x 4096 zarr image being segmented: the widget's progress bar and napari's
   activity dock (its own progress bar and Cancel button);
-- ``big-image.png`` the finished 4096 x 4096 result, zoomed in.
+- ``big-image.png`` the finished 4096 x 4096 result, zoomed in;
+- ``annotate.png``  "Teach it your objects": objects of the annotated sample being classified by clicking;
+- ``train.png``     the Train widget training an object classifier, its live plot mid-run;
+- ``trained.png``   the same at the end: validation figures and the confusion matrix;
+- ``classified.png`` the Classify widget's result: the layer coloured by predicted class, with its legend.
+
+``--only segment`` or ``--only teach`` makes one half.
 
 Takes a minute or two on a laptop CPU. The guide (docs/user-guide.md) shows these files; rerun
 this script whenever a widget changes, and commit the PNGs.
@@ -64,6 +70,7 @@ def _grab_screen(window):
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default=str(Path(__file__).parent / "images"))
+    ap.add_argument("--only", choices=["all", "segment", "teach"], default="all")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -85,6 +92,11 @@ def main() -> None:
         window.resizeDocks(docks, [width] * len(docks), Qt.Orientation.Horizontal)
         _settle(QApplication.instance(), 0.3)
         viewer.reset_view()
+
+    if args.only in ("all", "teach"):
+        _teach(napari, out, narrow_docks)
+    if args.only == "teach":
+        return
 
     # -------------------------------------------------------------- 1. first segmentation
     viewer = napari.Viewer(show=True, title="napari-impc-dl")
@@ -144,6 +156,78 @@ def main() -> None:
     viewer.camera.zoom = 2.0
     _settle(app, 1.5)
     _save(viewer.screenshot(canvas_only=False, flash=False), out / "big-image.png")
+    viewer.close()
+
+
+def _teach(napari, out: Path, narrow_docks) -> None:
+    """The "Teach it your objects" chapter: annotate, train (live plot, confusion matrix), classify."""
+    import os
+
+    import numpy as np
+    from qtpy.QtWidgets import QApplication
+
+    from napari.utils.interactions import mouse_press_callbacks
+
+    os.environ.setdefault("NAPARI_IMPC_DL_HOME", tempfile.mkdtemp(prefix="impc-guide-lib-"))
+    viewer = napari.Viewer(show=True, title="napari-impc-dl")
+    app = QApplication.instance()
+    viewer.window._qt_window.move(0, 0)
+    viewer.window.resize(1600, 1000)
+    viewer.open_sample(PLUGIN, "shapes")
+    layer = viewer.layers["shapes labels"]
+    truth = dict(zip(layer.features["index"], layer.features["class"]))
+    _, cls = viewer.window.add_plugin_dock_widget(PLUGIN, "Classify")
+    cls.labels_combo.setCurrentText("shapes labels")
+    cls.image_combo.setCurrentText("shapes")
+    # start from a half-annotated layer, then click a few objects as a user would
+    feats = layer.features.copy()
+    feats.loc[feats.index[1::2], "class"] = ""
+    layer.features = feats
+    cls.set_classes(["rod", "nucleus", "debris"])
+    cls.annotate_box.setChecked(True)
+    lab = np.asarray(layer.data)
+
+    class Click:
+        type, button, view_direction, dims_displayed, modifiers = "mouse_press", 1, None, [0, 1], ()
+
+        def __init__(self, pos):
+            self.position, self.handled = pos, False
+
+    for label in [int(i) for i in feats["index"][1::2][:4]]:
+        ys, xs = np.nonzero(lab == label)
+        k = int(np.argmin((ys - ys.mean()) ** 2 + (xs - xs.mean()) ** 2))
+        cls.select_class(["rod", "nucleus", "debris"].index(truth[label]))
+        mouse_press_callbacks(layer, Click((float(ys[k]), float(xs[k]))))
+    narrow_docks(viewer)
+    _settle(app, 1.0)
+    _save(viewer.screenshot(canvas_only=False, flash=False), out / "annotate.png")
+    # annotate the rest (as the sample's classes say), then train
+    layer.features = layer.features.assign(**{"class": [truth[int(i)] for i in layer.features["index"]]})
+    cls.annotate_box.setChecked(False)
+    _, tr = viewer.window.add_plugin_dock_widget(PLUGIN, "Train")
+    tr.task_combo.setCurrentIndex(1)
+    tr.reset_choices()
+    tr.use_pairs(["shapes labels"])
+    tr.epochs.setValue(15)
+    tr.name.setText("shapes-objects")
+    narrow_docks(viewer, 470)
+    tr.train_button.click()
+    _wait(app, lambda: tr.plot.n_points >= 4 or not tr.running)
+    _settle(app, 0.5)
+    _save(viewer.screenshot(canvas_only=False, flash=False), out / "train.png")
+    _wait(app, lambda: not tr.running)
+    _settle(app, 1.0)
+    _save(viewer.screenshot(canvas_only=False, flash=False), out / "trained.png")
+    # classify with the new model (already in the Classify widget's menu)
+    tr_dock = viewer.window._dock_widgets.get(f"Train ({PLUGIN})") if hasattr(viewer.window, "_dock_widgets") else None
+    if tr_dock is not None:
+        tr_dock.hide()
+    cls.set_model(str(tr.last_report.out_dir))
+    cls.run_button.click()
+    _wait(app, lambda: not cls.running)
+    viewer.layers.selection.active = layer
+    _settle(app, 1.0)
+    _save(viewer.screenshot(canvas_only=False, flash=False), out / "classified.png")
     viewer.close()
 
 

@@ -232,3 +232,46 @@ def test_train_and_classify_open_fast_without_torch(tmp_path):
     print(fig)
     assert fig["Train"] < 1.0 and fig["Classify"] < 1.0, fig
     assert not fig["torch"], "torch must load on the first run, not when a widget opens"
+
+
+def test_image_level_classify_all_layers_and_export_predictions(make_napari_viewer, qtbot, wait_idle, tmp_path):
+    from napari_impc_dl import api
+    from napari_impc_dl.synthetic.views import make_view_image
+
+    items = [(make_view_image(v, 64, 10 + i), v, f"{v}{i}") for v in ("dorsoventral", "lateral") for i in range(3)]
+    rep = api.train_classification(tmp_path / "views-model", data=items, level="image", arch="tiny", size=32, epochs=1, device="cpu")
+    viewer = make_napari_viewer()
+    cls = open_widget(viewer, "Classify")
+    exp = open_widget(viewer, "Export")
+    for v in ("dorsoventral", "lateral"):
+        viewer.add_image(make_view_image(v, 64, 99), name=f"xray {v}")
+    cls.reset_choices()
+    cls.set_model(str(rep.out_dir))
+    assert "image level" in cls.model_info.text()
+    cls.all_images.setChecked(True)
+    click(qtbot, cls.run_button)
+    wait_idle(cls, 120)
+    assert cls.table.rowCount() == 2 and not cls.table.isHidden()
+    meta = viewer.layers["xray lateral"].metadata["napari_impc_dl"]["classification"]
+    assert meta["class"] in ("dorsoventral", "lateral") and abs(meta["p_lateral"] + meta["p_dorsoventral"] - 1) < 1e-5
+    exp.reset_choices()
+    exp.folder.setText(str(tmp_path / "out"))
+    click(qtbot, exp.export_button)
+    wait_idle(exp, 60)
+    pred = pd.read_csv(tmp_path / "out" / "predictions.csv")
+    assert list(pred["image"]) == ["xray dorsoventral", "xray lateral"]
+    assert {"class", "p_dorsoventral", "p_lateral", "model_name", "model_hash"} <= set(pred.columns)
+
+
+def test_export_writes_annotated_classes_with_measurements(make_napari_viewer, qtbot, wait_idle, tmp_path):
+    viewer = make_napari_viewer()
+    viewer.open_sample(PLUGIN, "shapes")
+    exp = open_widget(viewer, "Export")
+    exp.reset_choices()
+    exp.set_chosen(["shapes labels"])
+    exp.folder.setText(str(tmp_path / "out"))
+    click(qtbot, exp.export_button)
+    wait_idle(exp, 60)
+    objects = pd.read_csv(tmp_path / "out" / "objects.csv")
+    assert {"area", "class", "label"} <= set(objects.columns)
+    assert set(objects["class"]) == {"rod", "nucleus", "debris"}

@@ -205,3 +205,13 @@ def test_imagenet_offline_is_one_clear_error(monkeypatch):
     with pytest.raises(InputError, match="Could not download ImageNet weights") as e:
         build_classifier(classifier_architecture("tiny", 3, 2), pretrained="imagenet")
     assert "--from" in str(e.value)
+
+
+def test_fine_tune_from_a_model_zoo_package(tmp_path, seg_pairs, tiny_checkpoint, monkeypatch):
+    monkeypatch.setenv("NAPARI_IMPC_DL_HOME", str(tmp_path / "lib"))
+    pkg = api.export_model(tiny_checkpoint, tmp_path / "tiny.zip", authors=["Test Author"], license="MIT").path
+    r = api.train_segmentation(tmp_path / "m", images=seg_pairs, epochs=1, from_model=str(pkg), mode="head-only", **SEG)
+    assert r.transfer["loaded"] == r.transfer["of"] and "package" in r.transfer["from"]
+    src = load_file(str(tiny_checkpoint))
+    out = load_file(str(tmp_path / "m" / "last.safetensors"))
+    assert all(torch.equal(out[k], v) for k, v in src.items() if k.startswith("encoder."))

@@ -151,7 +151,11 @@ class ExportWidget(QWidget):
             data = level0(layer)
             if isinstance(data, np.ndarray) and data.size <= COPY_LIMIT:
                 data = data.copy()
-            features = layer.features if rec is not None and len(layer.features) else None
+            measured = "area" in layer.features.columns
+            features = layer.features if rec is not None and len(layer.features) and measured else None
+            # classes given by clicking or by a classifier on a layer without measurements: measured, then joined
+            extra = [c for c in layer.features.columns if c in ("class", "annotated", "classifier_name", "classifier_hash") or c.startswith("p_")]
+            classes = layer.features[["index", *extra]].copy() if extra and not measured and "index" in layer.features.columns else None
             image = None
             if features is None and rec is not None and rec.get("image") in self.viewer.layers:
                 image = level0(self.viewer.layers[rec["image"]])
@@ -166,6 +170,7 @@ class ExportWidget(QWidget):
                     "params": dict(rec.get("params") or {}) if rec else {},
                     "stack_axes": rec.get("stack_axes", "") if rec else "",
                     "image": image,
+                    "classes": classes,
                 }
             )
         # two layers of the same image (e.g. a prediction and its ground truth) keep their layer names apart
@@ -183,8 +188,13 @@ class ExportWidget(QWidget):
 
         if self._job is not None:
             return
+        predictions = [
+            {"image": lyr.name, **provenance(lyr)["classification"]}
+            for lyr in self.viewer.layers
+            if lyr.__class__.__name__ == "Image" and (provenance(lyr) or {}).get("classification")
+        ] or None
         try:
-            items = self._items()
+            items = self._items() if self.chosen_names() or predictions is None else []
             out = self.folder.text().strip()
             if not out:
                 raise InputError("No output folder is set", "Type a folder or use Browse…")
@@ -196,6 +206,8 @@ class ExportWidget(QWidget):
         protect = input_paths(self.viewer)
 
         def job(progress, cancel):
+            from pathlib import Path as _P
+
             from .. import api
 
             results = []
@@ -204,10 +216,30 @@ class ExportWidget(QWidget):
                 if it["objects"] is None:
                     progress(0, 0, f"measuring {it['layer']}")
                     res = api.measure_labels(it["labels"], it["image"], name=it["name"], stack_axes=it["stack_axes"], model=it["model"], params=it["params"])
+                    if it["classes"] is not None:
+                        res.objects = res.objects.merge(it["classes"].rename(columns={"index": "label"}), on="label", how="left")
                 else:
                     res = api.SegmentationResult(it["name"], it["labels"], None, it["objects"], it["n_objects"] or len(it["objects"]), it["model"], it["params"], {}, it["stack_axes"])
                 results.append(res)
-            return api.export(results, out, masks=masks, tables=tables, protect=protect, progress=progress, cancel=cancel)
+            if results:
+                report = api.export(results, out, masks=masks, tables=tables, protect=protect, progress=progress, cancel=cancel)
+            else:  # only image-level predictions to write
+                from ..io.export import ExportReport
+
+                report = ExportReport(_P(out), None, None)
+            if predictions is not None and tables:  # image-level classes given by the Classify widget
+                import pandas as pd
+
+                from ..io.outputs import write_csv_atomic
+
+                from ..io.outputs import ensure_writable_dir
+
+                path = ensure_writable_dir(out) / "predictions.csv"
+                if path.resolve() in {_P(p).resolve() for p in protect}:
+                    raise InputError(f"Writing '{path}' would overwrite an input", "Choose another folder")
+                write_csv_atomic(path, pd.DataFrame(predictions))
+                report.extra.append(path)
+            return report
 
         def done(report) -> None:
             self.last_report = report

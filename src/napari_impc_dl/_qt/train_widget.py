@@ -71,6 +71,12 @@ class _Either:
             t.raise_if_cancelled()
 
 
+def _zoo_entries():
+    from ..zoo import library
+
+    return library.entries()
+
+
 def _eta(seconds: float) -> str:
     seconds = max(0, int(seconds))
     return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
@@ -283,6 +289,9 @@ class TrainWidget(QWidget):
         before = self.start_combo.currentData()
         fill_model_combo(self.start_combo, task="instance-segmentation" if seg else "classification", level=None if seg else self.task, browse="Checkpoint or package file…")
         self.start_combo.insertItem(0, "scratch (random weights)", _SCRATCH)
+        for e in _zoo_entries():  # imported Model Zoo packages with state-dict weights (matched by tensor names and shapes)
+            if "pytorch_state_dict" in e.meta.get("formats", []):
+                self.start_combo.insertItem(self.start_combo.count() - 1, f"{e.name} (Model Zoo)", str(e.folder))
         kept = self.start_combo.findData(before) if before not in (None, BROWSE, _SCRATCH) else -1
         self.start_combo.setCurrentIndex(max(0, kept))  # scratch unless the user had chosen a model that is still offered
 

@@ -307,10 +307,12 @@ class ExportReport:
     counts_csv: Path | None
     masks: list[Path] = field(default_factory=list)
     n_objects: int = 0
+    extra: list[Path] = field(default_factory=list)
+    """Other files written with the export (the widget's ``predictions.csv``)."""
 
     @property
     def files(self) -> list[Path]:
-        return [p for p in (self.objects_csv, self.counts_csv) if p is not None] + list(self.masks)
+        return [p for p in (self.objects_csv, self.counts_csv) if p is not None] + list(self.masks) + list(self.extra)
 
 
 def _inside(a: Path, b: Path) -> bool:
