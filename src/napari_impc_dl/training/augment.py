@@ -79,6 +79,8 @@ def intensity(x: np.ndarray, kinds: tuple[str, ...], rng: np.random.Generator, n
         img *= rng.uniform(0.8, 1.2)
         img += rng.uniform(-0.05, 0.05)
     if "noise" in kinds:
-        img += rng.normal(0.0, rng.uniform(0.0, 0.03), img.shape).astype(np.float32)
+        noise = rng.standard_normal(img.shape, dtype=np.float32)
+        noise *= np.float32(rng.uniform(0.0, 0.03))
+        img += noise
     x[:n] = img
     return x
