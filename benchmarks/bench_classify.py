@@ -69,6 +69,9 @@ def main() -> None:
     from napari_impc_dl.models.card import ClassificationSpec, CropRule, ModelCard
     from napari_impc_dl.models.classifiers import build_classifier, classifier_architecture
 
+    from napari_impc_dl.inference.allocator import reuse_large_buffers, share_one_arena
+
+    share_one_arena()  # as the command line does
     a.workdir.mkdir(parents=True, exist_ok=True)
     image_path, labels = _labels(a.workdir, a.image_size)
     device = resolve_device(a.device)
@@ -92,7 +95,7 @@ def main() -> None:
     crops = np.concatenate([c for _, c in iter_crop_batches(lambda ys, xs: src.read((), ys, xs), labels, src.spatial_shape, spec.crop, a.size, normalize=norm, boxes=boxes, batch=batch)])
     x = torch.from_numpy(crops)
     net = model.net
-    with torch.inference_mode():
+    with torch.inference_mode(), reuse_large_buffers():
         net(x[:batch].to(device).contiguous(memory_format=torch.channels_last))
         if device.type == "cuda":
             torch.cuda.synchronize()

@@ -76,3 +76,14 @@ def detect_devices(*, use_torch: bool | None = None) -> list[Device]:
         if sys.platform == "darwin" and platform.machine() == "arm64":
             found.append(Device("mps", "Apple GPU (MPS)", confirmed=False))
     return [*found, Device("cpu", "CPU")]
+
+
+def native_bf16(device=None) -> bool:
+    """True when the CUDA device computes bf16 in hardware (Ampere and newer). ``torch.cuda.is_bf16_supported()``
+    alone also says True where bf16 is only emulated (T4, V100, RTX 20xx), which is slower than fp16 there."""
+    import torch
+
+    try:
+        return bool(torch.cuda.is_bf16_supported(including_emulation=False))
+    except TypeError:  # torch before 2.3
+        return bool(torch.cuda.is_bf16_supported())

@@ -11,9 +11,10 @@ objects), the object's mask (1 on this object, 0 elsewhere: neighbours are not s
 object), or both, the mask last. Windows crossing the border are zero-filled, mirrored, or
 (``padding="none"``) shifted inside the image.
 
-Objects are visited in reading order, grouped so that each batch's windows lie close together:
-each batch reads only the region their windows cover (one read of image and labels), and the
-resampling to the input size is one vectorised call per batch (``torchvision.ops.roi_align``,
+Objects are visited in reading order, grouped so that each group's windows lie close together:
+each group reads only the region their windows cover (one read of image and labels), and the
+resampling to the input size is one vectorised call per group; the crops are then handed out in
+batches of exactly ``batch`` (the last excepted), so every forward has the same shape (``torchvision.ops.roi_align``,
 which averages ``ceil(side / size)`` samples per output pixel, so large objects are not aliased;
 for the mask, the nearest label of the same sample grid). Nothing loops over pixels in Python.
 """
@@ -183,6 +184,9 @@ def iter_crop_batches(
         return
     wy0, wx0, side = crop_windows(boxes, rule, shape)
     need_image = rule.input != "mask"
+    pending_ids: list[np.ndarray] = []
+    pending: list[np.ndarray] = []
+    n_pending = 0
     for idx in _groups(wy0, wx0, side, batch, max_region):
         # one pixel more on each side: bilinear samples near a window's edge read their neighbours, so a
         # crop does not depend on which batch (and region) its object falls in
@@ -196,7 +200,17 @@ def iter_crop_batches(
             if rule.padding == "zero":  # zero in network units: outside the image is "nothing"
                 img = _zero_outside(img, shape, y0, x0)
         ids = boxes.labels[idx]
-        yield ids, crop_batch(img, lab, ids, wy0[idx] - y0, wx0[idx] - x0, side[idx], size, rule)
+        pending_ids.append(ids)
+        pending.append(crop_batch(img, lab, ids, wy0[idx] - y0, wx0[idx] - x0, side[idx], size, rule))
+        n_pending += ids.size
+        # batches of exactly ``batch`` crops (the last one excepted): every forward has the same shape
+        while n_pending >= batch:
+            all_ids, all_crops = np.concatenate(pending_ids), np.concatenate(pending)
+            yield all_ids[:batch], all_crops[:batch]
+            pending_ids, pending = [all_ids[batch:]], [all_crops[batch:]]
+            n_pending -= batch
+    if n_pending:
+        yield np.concatenate(pending_ids), np.concatenate(pending)
 
 
 def _zero_outside(img: np.ndarray, shape, y0: int, x0: int) -> np.ndarray:

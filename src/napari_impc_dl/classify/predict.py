@@ -20,6 +20,11 @@ from ..inference.batches import BatchStats, run_batches
 from .crops import iter_crop_batches, object_boxes
 
 
+LABELS_IN_MEMORY = 256 * 2**20
+"""Lazy label planes up to this many bytes (8192 x 8192 int32) are read whole for classification; larger ones
+are read region by region."""
+
+
 def default_batch(model) -> int:
     return 64 if model.device.type == "cpu" else 256
 
@@ -120,6 +125,8 @@ def classify_objects(
     planes = list(source.planes())
     for plane in planes:
         lab = labels[plane] if plane else labels
+        if not isinstance(lab, np.ndarray) and np.prod(lab.shape) * np.dtype(lab.dtype).itemsize <= LABELS_IN_MEMORY:
+            lab = np.asarray(lab)  # a lazy plane that fits: decoded once, not once per region
         boxes = object_boxes(lab)
         if not len(boxes):
             continue

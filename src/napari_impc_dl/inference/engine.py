@@ -170,7 +170,9 @@ def _autocast(device):
     import torch
 
     if device.type == "cuda":
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        from ..devices import native_bf16
+
+        dtype = torch.bfloat16 if native_bf16() else torch.float16  # fp16 where bf16 would only be emulated
         return torch.autocast("cuda", dtype=dtype)
     return nullcontext()
 

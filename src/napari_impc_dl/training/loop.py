@@ -114,7 +114,9 @@ def amp_setup(device, enabled: bool):
 
     if device.type != "cuda" or not enabled:
         return nullcontext, None
-    if torch.cuda.is_bf16_supported():
+    from ..devices import native_bf16
+
+    if native_bf16():  # bf16 only where the hardware has it; emulated bf16 is slower than fp16
         return (lambda: torch.autocast("cuda", dtype=torch.bfloat16)), None
     return (lambda: torch.autocast("cuda", dtype=torch.float16)), torch.amp.GradScaler("cuda")
 
