@@ -316,14 +316,17 @@ def train(
 
     if not resume:
         write_json(out / "config.json", {"config": config.model_dump(mode="json"), "data": data_desc, "transfer": transfer, "command": command})
+    from ..inference.allocator import reuse_large_buffers
+
     try:
-        result: FitResult = fit(
-            task, net, epochs=config.epochs, lr=config.lr, weight_decay=config.weight_decay, schedule=config.schedule,
-            patience=config.patience, seed=config.seed, device=device, amp=config.amp, out=out, save=save,
-            encoder_ids=enc_ids, encoder_lr_factor=config.encoder_lr_factor, frozen=frozen,
-            time_limit_s=config.time_limit_min * 60 if config.time_limit_min else None, state=state,
-            on_epoch=lambda h: write_history(out, h), progress=progress, cancel=cancel,
-        )
+        with reuse_large_buffers():  # forward / backward buffers stay in the heap from step to step (no page faults)
+            result: FitResult = fit(
+                task, net, epochs=config.epochs, lr=config.lr, weight_decay=config.weight_decay, schedule=config.schedule,
+                patience=config.patience, seed=config.seed, device=device, amp=config.amp, out=out, save=save,
+                encoder_ids=enc_ids, encoder_lr_factor=config.encoder_lr_factor, frozen=frozen,
+                time_limit_s=config.time_limit_min * 60 if config.time_limit_min else None, state=state,
+                on_epoch=lambda h: write_history(out, h), progress=progress, cancel=cancel,
+            )
     except _TooShort as exc:
         _cleanup(out, created, resume)
         raise InputError(f"--time-limit {config.time_limit_min:g} min is shorter than one training step (the first step took {exc.seconds:.1f} s)", "Give a longer --time-limit") from None
