@@ -203,12 +203,18 @@ def _teach(napari, out: Path, narrow_docks) -> None:
     _save(viewer.screenshot(canvas_only=False, flash=False), out / "annotate.png")
     # annotate the rest (as the sample's classes say), then train
     layer.features = layer.features.assign(**{"class": [truth[int(i)] for i in layer.features["index"]]})
+    from napari_impc_dl._qt._annotate import recolour
+
+    recolour(layer, ["rod", "nucleus", "debris"])
     cls.annotate_box.setChecked(False)
+    docks = viewer.window._dock_widgets if hasattr(viewer.window, "_dock_widgets") else {}
+    if docks.get(f"Classify ({PLUGIN})") is not None:
+        docks[f"Classify ({PLUGIN})"].hide()
     _, tr = viewer.window.add_plugin_dock_widget(PLUGIN, "Train")
     tr.task_combo.setCurrentIndex(1)
     tr.reset_choices()
     tr.use_pairs(["shapes labels"])
-    tr.epochs.setValue(15)
+    tr.epochs.setValue(30)
     tr.name.setText("shapes-objects")
     narrow_docks(viewer, 470)
     tr.train_button.click()
@@ -219,9 +225,10 @@ def _teach(napari, out: Path, narrow_docks) -> None:
     _settle(app, 1.0)
     _save(viewer.screenshot(canvas_only=False, flash=False), out / "trained.png")
     # classify with the new model (already in the Classify widget's menu)
-    tr_dock = viewer.window._dock_widgets.get(f"Train ({PLUGIN})") if hasattr(viewer.window, "_dock_widgets") else None
-    if tr_dock is not None:
-        tr_dock.hide()
+    if docks.get(f"Train ({PLUGIN})") is not None:
+        docks[f"Train ({PLUGIN})"].hide()
+    if docks.get(f"Classify ({PLUGIN})") is not None:
+        docks[f"Classify ({PLUGIN})"].show()
     cls.set_model(str(tr.last_report.out_dir))
     cls.run_button.click()
     _wait(app, lambda: not cls.running)

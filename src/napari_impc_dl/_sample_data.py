@@ -62,14 +62,14 @@ def cell() -> list[tuple]:
 
 
 def shapes() -> list[tuple]:
-    """A 512 x 512 synthetic image of rods, nuclei and debris, its labels, and every object's class in the
+    """A 1024 x 1024 synthetic image of rods, nuclei and debris (about 150 objects), its labels, and every object's class in the
     labels layer's features (``class``): ready for Classify > Annotate, Train (object classification), Classify."""
     import numpy as np
     import pandas as pd
 
     from .synthetic.shapes import make_shapes_image
 
-    img, lab, classes = make_shapes_image((512, 512), seed=2024)
+    img, lab, classes = make_shapes_image((1024, 1024), seed=2024)
     ids = np.unique(lab)
     ids = ids[ids > 0]
     features = pd.DataFrame({"index": ids, "label": ids, "class": [classes.get(int(i), "") for i in ids]})

@@ -45,7 +45,7 @@ from qtpy.QtWidgets import (
 from ..errors import InputError
 from . import preload_torch_libraries
 from ._annotate import Annotator, colour_of, ensure_features, recolour
-from ._layers import META_KEY, level0
+from ._layers import META_KEY, find_layer, level0, unwrap
 from ._library import BROWSE, EVENTS, fill_model_combo
 from ._workers import Job
 
@@ -250,7 +250,7 @@ class ClassifyWidget(QWidget):
         layer = self.labels_layer()
         if layer is None:
             return None
-        if self.annotator is None or self.annotator.layer is not layer:
+        if self.annotator is None or unwrap(self.annotator.layer) is not unwrap(layer):
             self._detach()
             self.annotator = Annotator(layer, self.classes, self.current_class, on_change=self._refresh_annotations)
             known = [c for c in dict.fromkeys(layer.features["class"].astype(str)) if c and c not in self.classes()]
@@ -283,7 +283,7 @@ class ClassifyWidget(QWidget):
         counts = layer.features["class"].astype(str).value_counts()
         n = len(layer.features)
         parts = [f"{c}: {int(counts.get(c, 0))}" for c in self.classes()]
-        self.ann_status.setText(f"{n - int(counts.get('', 0))} of {n} objects annotated · " + ", ".join(parts))
+        self.ann_status.setText(f"{n - int(counts.get('', 0))} of {n} objects have a class · " + ", ".join(parts))
         if self.annotator is not None:
             recolour(layer, self.classes())
 
@@ -358,7 +358,7 @@ class ClassifyWidget(QWidget):
             if cur in names:
                 combo.setCurrentText(cur)
             combo.blockSignals(False)
-        if self.annotator is not None and self.annotator.layer not in self.viewer.layers:
+        if self.annotator is not None and find_layer(self.viewer, self.annotator.layer) is None:
             self._detach()
         self._refresh_annotations()
 
@@ -462,11 +462,13 @@ class ClassifyWidget(QWidget):
         merged["index"] = merged["label"]
         layer.features = merged
         column = "class"
-        if set(classes) != set(self.classes()):
+        if not set(classes) <= set(self.classes()):
             self.set_classes(list(classes))
-        recolour(layer, list(classes), column)
+        order = self.classes()  # the class list's colours, so list, layer and legend agree
+        recolour(layer, order, column)
         counts = merged[column].value_counts()
-        self.legend.setText("  ".join(f"<span style='color:{colour_of(k)}'>&#9632;</span> {c}: {int(counts.get(c, 0))}" for k, c in enumerate(classes)))
+        self.legend.setText("  ".join(f"<span style='color:{colour_of(k)}'>&#9632;</span> {c}: {int(counts.get(c, 0))}" for k, c in enumerate(order) if c in classes))
+        self._refresh_annotations()
         meta = dict(layer.metadata.get(META_KEY) or {}) if isinstance(layer.metadata, dict) else {}
         meta["classifier"] = model
         layer.metadata = {**(layer.metadata or {}), META_KEY: meta}

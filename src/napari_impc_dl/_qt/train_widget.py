@@ -336,7 +336,7 @@ class TrainWidget(QWidget):
         return default_out(self.name.text().strip() or "model")
 
     def _update_out_label(self, *_: Any) -> None:
-        self.out_label.setText(f"Saved to: {self.out_dir()}")
+        self.out_label.setText(f"Will be saved to: {self.out_dir()}")
 
     def set_out_dir(self, folder: str | Path) -> None:
         """Save the next model in ``folder`` (its parent must exist); the name becomes the folder's name."""
@@ -572,7 +572,7 @@ class TrainWidget(QWidget):
             png = report.out_dir / "confusion.png"
             if png.is_file():
                 pix = QPixmap(str(png))
-                self.confusion.setPixmap(pix.scaledToWidth(min(320, pix.width()), Qt.TransformationMode.SmoothTransformation))
+                self.confusion.setPixmap(pix.scaledToWidth(min(260, pix.width()), Qt.TransformationMode.SmoothTransformation))
         self.eta.setText("")
         self.result.setText(f"{report.stopped} after {len(report.history)} epoch(s); best epoch {report.best_epoch}.\nValidation: {figs}\nModel: {report.out_dir}")
         EVENTS.models_changed.emit()

@@ -152,7 +152,9 @@ class ClassificationTask:
         counts = np.bincount(self.y, minlength=len(classes)).astype(np.float64)
         self.class_weights = (counts.sum() / (len(classes) * np.maximum(counts, 1))).astype(np.float32)
         self.counts = counts
-        self.steps_per_epoch = _batches_of(len(self.y), batch)
+        n = len(self.y)
+        # a batch of one would break BatchNorm in training mode: then the last samples join the other batches
+        self.steps_per_epoch = max(1, n // batch) if n % batch == 1 else _batches_of(n, batch)
 
     def samples_per_step(self) -> int:
         return self.batch
@@ -188,8 +190,7 @@ class ClassificationTask:
             order = rng.choice(n, size=n, p=p / p.sum())
         else:
             order = rng.permutation(n)
-        for s in range(self.steps_per_epoch):
-            idx = order[s * self.batch : (s + 1) * self.batch]
+        for idx in np.array_split(order, self.steps_per_epoch):  # sizes differ by one at most
             xs = []
             for i in idx:
                 (x,) = augment.geometric([self.x[i]], self.kinds, rng)
