@@ -29,22 +29,29 @@ from .allocator import reuse_large_buffers
 from .engine import _autocast, _is_oom
 
 
-class _Producer(threading.Thread):
-    def __init__(self, produce: Callable[[], Iterable], pin: bool, depth: int = 3):
-        super().__init__(daemon=True, name="impc-batch-producer")
-        self.produce, self.pin = produce, pin
+class Prefetch(threading.Thread):
+    """Runs ``items`` (an iterable, e.g. a generator of batches) on a thread, ``depth`` items ahead.
+
+    Each item goes through ``convert`` on the thread (numpy -> torch, pinning). The consumer reads
+    ``q``: items, then ``None`` at the end, or the exception the iterable raised. ``nice`` lowers
+    the thread's priority (Linux) so it takes what the compute threads leave. :meth:`close` stops
+    and joins it. Used by classification (``run_batches`` on a GPU) and by the training loop.
+    """
+
+    def __init__(self, items: Iterable, convert: Callable, *, depth: int = 3, name: str = "impc-batch-producer", nice: int | None = None):
+        super().__init__(daemon=True, name=name)
+        self.items, self.convert, self.nice = items, convert, nice
         self.q: queue.Queue = queue.Queue(maxsize=depth)
         self.stop = threading.Event()
 
     def run(self) -> None:
-        import torch
-
+        if self.nice is not None:
+            _lower_priority(self.nice)
         try:
-            for keys, arr in self.produce():
+            for item in self.items:
                 if self.stop.is_set():
                     return
-                x = torch.from_numpy(np.ascontiguousarray(arr, np.float32))
-                self._put((keys, x.pin_memory() if self.pin else x))
+                self._put(self.convert(item))
             self._put(None)
         except BaseException as exc:  # hand it to the consumer
             self._put(exc)
@@ -57,34 +64,51 @@ class _Producer(threading.Thread):
             except queue.Full:
                 continue
 
+    def close(self) -> None:
+        self.stop.set()
+        self.join(timeout=10)
+
+
+def _lower_priority(nice: int) -> None:
+    """Make the calling thread yield the CPU to the compute threads (Linux: threads have their own nice value)."""
+    import os
+
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
+    except (AttributeError, OSError):  # not Linux, or not allowed: the default priority is fine
+        pass
+
+
+def _as_tensor(pin: bool):
+    def convert(item):
+        import torch
+
+        keys, arr = item
+        x = torch.from_numpy(np.ascontiguousarray(arr, np.float32))
+        return keys, (x.pin_memory() if pin else x)
+
+    return convert
+
 
 class _Inline:
     """The producer's interface, in the calling thread (CPU: nothing to overlap with)."""
 
     def __init__(self, produce: Callable[[], Iterable]):
         self._it = iter(produce())
+        self._convert = _as_tensor(pin=False)
         self.q = self
 
     def get(self):
-        import torch
-
         try:
-            keys, arr = next(self._it)
+            return self._convert(next(self._it))
         except StopIteration:
             return None
-        return keys, torch.from_numpy(np.ascontiguousarray(arr, np.float32))
 
     def start(self) -> None:
         pass
 
-    def join(self, timeout=None) -> None:
+    def close(self) -> None:
         pass
-
-    class _Stop:
-        def set(self) -> None:
-            pass
-
-    stop = _Stop()
 
 
 class BatchStats:
@@ -114,7 +138,7 @@ def run_batches(
     t0 = time.perf_counter()
     device = model.device
     cuda = device.type == "cuda"
-    prod = _Producer(produce, pin=cuda) if device.type != "cpu" else _Inline(produce)
+    prod = Prefetch(produce(), _as_tensor(pin=cuda)) if device.type != "cpu" else _Inline(produce)
     prod.start()
     results: list = []
     pending: list = []  # (keys, host tensor, event)
@@ -173,8 +197,7 @@ def run_batches(
             while pending:
                 results.append(_collect(pending.pop(0)))
     finally:
-        prod.stop.set()
-        prod.join(timeout=10)
+        prod.close()
     stats.items = done
     stats.seconds += time.perf_counter() - t0
     return results
