@@ -275,3 +275,28 @@ def test_export_writes_annotated_classes_with_measurements(make_napari_viewer, q
     objects = pd.read_csv(tmp_path / "out" / "objects.csv")
     assert {"area", "class", "label"} <= set(objects.columns)
     assert set(objects["class"]) == {"rod", "nucleus", "debris"}
+
+
+def test_segment_then_classify_in_one_click(make_napari_viewer, qtbot, wait_idle):
+    from napari_impc_dl import api
+    from napari_impc_dl.synthetic.shapes import make_shapes_image
+    from napari_impc_dl.training.library import default_out
+
+    items = [(*make_shapes_image((128, 128), seed=700 + i), f"s{i}") for i in range(4)]
+    out = default_out("objects-for-segment")
+    api.train_classification(out, data=items, level="object", arch="tiny", size=32, epochs=1, device="cpu")
+    viewer = make_napari_viewer()
+    seg = open_segment(viewer)
+    seg.refresh_models()  # (a Train widget run emits this itself)
+    viewer.add_image(items[0][0], name="objects")
+    seg.reset_choices()
+    seg.set_model("nuclei")  # the starter finds the blobs and rods of this image
+    idx = seg.classifier_combo.findData(str(out))
+    assert idx > 0 and seg.classifier_combo.itemData(0) is None  # "no" first
+    seg.classifier_combo.setCurrentIndex(idx)
+    click(qtbot, seg.run_button)
+    wait_idle(seg, 120)
+    f = viewer.layers["objects labels"].features
+    assert len(f) > 0
+    assert {"class", "p_debris", "p_nucleus", "p_rod", "classifier_hash", "area"} <= set(f.columns)
+    assert set(f["class"]) <= {"debris", "nucleus", "rod"} and (f["class"] != "").all()
