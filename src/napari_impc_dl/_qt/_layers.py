@@ -26,6 +26,14 @@ def level0(layer) -> Any:
     return layer.data[0] if getattr(layer, "multiscale", False) else layer.data
 
 
+def channels_first(layer):
+    """An image layer's full-resolution data as a numpy array with channels first (RGB layers keep them last)."""
+    import numpy as np
+
+    x = np.asarray(level0(layer))
+    return np.moveaxis(x, -1, 0) if getattr(layer, "rgb", False) else x
+
+
 def provenance(layer) -> dict | None:
     """The Segment widget's record on a layer, or None for layers made elsewhere."""
     meta = getattr(layer, "metadata", None) or {}

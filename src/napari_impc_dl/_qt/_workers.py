@@ -54,6 +54,13 @@ class JobProgress(cancelable_progress):
             self.events.value(value=done)
 
 
+def show_progress(bar, done: int, total: int, stage: str, counts: bool = True) -> None:
+    """Move a widget's own ``QProgressBar`` (GUI thread): ``total`` 0 is a busy bar; ``counts`` shows ``done/total``."""
+    bar.setRange(0, max(total, 0))
+    bar.setValue(min(done, total) if total else 0)
+    bar.setFormat(f"{stage} %v/%m" if total and counts else stage)
+
+
 class Job:
     """One call ``fn(progress, cancel)`` in a worker thread.
 

@@ -45,9 +45,9 @@ from qtpy.QtWidgets import (
 from ..errors import InputError
 from . import preload_torch_libraries
 from ._annotate import Annotator, colour_of, ensure_features, recolour
-from ._layers import META_KEY, find_layer, level0, unwrap
+from ._layers import META_KEY, channels_first, find_layer, level0, unwrap
 from ._library import BROWSE, EVENTS, fill_model_combo
-from ._workers import Job
+from ._workers import Job, show_progress
 
 if TYPE_CHECKING:
     import napari
@@ -386,13 +386,13 @@ class ClassifyWidget(QWidget):
                 img = self.viewer.layers[self.image_combo.currentText()] if self.image_combo.currentText() else None
                 if lab is None or img is None:
                     raise InputError("Object classification needs a Labels layer and its image", "Choose them under Labels and Image")
-                inputs = {"labels": np.asarray(level0(lab)), "image": self._array(img), "name": img.name}
+                inputs = {"labels": np.asarray(level0(lab)), "image": channels_first(img), "name": img.name}
                 target = ("object", lab)
             else:
                 chosen = images if self.all_images.isChecked() else [self.viewer.layers[self.image_combo.currentText()]] if self.image_combo.currentText() else []
                 if not chosen:
                     raise InputError("No image layer is chosen", "Choose one under Image, or tick all image layers")
-                inputs = {"images": [(self._array(i), i.name) for i in chosen]}
+                inputs = {"images": [(channels_first(i), i.name) for i in chosen]}
                 target = ("image", chosen)
         except InputError as exc:
             show_error(str(exc))
@@ -425,15 +425,8 @@ class ClassifyWidget(QWidget):
         self.status.setText("Classifying…")
         self._job.start()
 
-    @staticmethod
-    def _array(layer) -> np.ndarray:
-        x = np.asarray(level0(layer))
-        return np.moveaxis(x, -1, 0) if layer.rgb else x
-
     def _progress(self, done: int, total: int, stage: str) -> None:
-        self.progress.setRange(0, max(total, 0))
-        self.progress.setValue(min(done, total) if total else 0)
-        self.progress.setFormat(f"{stage} %v/%m" if total else stage)
+        show_progress(self.progress, done, total, stage)
 
     def _finished(self) -> None:
         self._job = None

@@ -36,7 +36,7 @@ from qtpy.QtWidgets import (
 
 from ..errors import InputError
 from ._layers import input_paths, level0, provenance
-from ._workers import Job
+from ._workers import Job, show_progress
 
 if TYPE_CHECKING:
     import napari
@@ -264,9 +264,7 @@ class ExportWidget(QWidget):
         self._job.start()
 
     def _progress(self, done: int, total: int, stage: str) -> None:
-        self.progress.setRange(0, max(total, 0))
-        self.progress.setValue(min(done, total) if total else 0)
-        self.progress.setFormat(stage)
+        show_progress(self.progress, done, total, stage, counts=False)
 
     def _finished(self) -> None:
         self._job = None

@@ -41,7 +41,7 @@ from ..errors import InputError
 from ._layers import META_KEY, features_with_index, find_layer, level0, provenance, unwrap
 from . import preload_torch_libraries
 from ._library import EVENTS, fill_model_combo
-from ._workers import Job
+from ._workers import Job, show_progress
 
 if TYPE_CHECKING:
     import napari
@@ -433,9 +433,7 @@ class SegmentWidget(QWidget):
             self.status.setText("Cancelling…")
 
     def _progress(self, done: int, total: int, stage: str) -> None:
-        self.progress.setRange(0, max(total, 0))
-        self.progress.setValue(min(done, total) if total else 0)
-        self.progress.setFormat(f"{stage} %v/%m" if total else stage)
+        show_progress(self.progress, done, total, stage)
 
     def _finished(self) -> None:
         self._job = None

@@ -42,10 +42,10 @@ from superqt import QCollapsible
 from ..config import ClassificationTrainConfig, SegmentationTrainConfig
 from ..errors import CancelToken, InputError
 from . import preload_torch_libraries
-from ._layers import level0
+from ._layers import channels_first, level0
 from ._library import BROWSE, EVENTS, fill_model_combo
 from ._plot import CurvesPlot
-from ._workers import Job
+from ._workers import Job, show_progress
 
 if TYPE_CHECKING:
     import napari
@@ -420,7 +420,7 @@ class TrainWidget(QWidget):
                     cls = self.images_table.item(r, 1).text().strip()
                     if not cls:
                         raise InputError(f"Image layer '{it.text()}' is ticked but has no class", "Type its class in the table, or untick it")
-                    items.append((np.asarray(level0(self.viewer.layers[it.text()]).copy()), cls, it.text()))
+                    items.append((channels_first(self.viewer.layers[it.text()]).copy(), cls, it.text()))
             if not items:
                 raise InputError("No image layers are ticked", "Tick the images to train on and give each a class")
             return {"data": items}
@@ -433,8 +433,7 @@ class TrainWidget(QWidget):
             img = self._image_for(lab, images)
             if img is None:
                 raise InputError(f"No image layer matches the labels '{lab.name}'", "Name the labels '<image> labels', or keep only one image of that size open")
-            x = np.asarray(level0(img))
-            x = np.moveaxis(x, -1, 0) if img.rgb else x
+            x = channels_first(img)
             m = np.asarray(level0(lab)).copy()
             if self.task == "segmentation":
                 pairs.append((x.copy(), m, img.name))
@@ -534,8 +533,7 @@ class TrainWidget(QWidget):
         return ["f1", "iou"] if self.task == "segmentation" else ["accuracy", "balanced_accuracy"]
 
     def _progress(self, done: int, total: int, stage: str) -> None:
-        self.progress.setRange(0, max(total, 0))
-        self.progress.setValue(min(done, total) if total else 0)
+        show_progress(self.progress, done, total, "%p%", counts=False)
         self.eta.setText(stage)
         got = False
         while True:

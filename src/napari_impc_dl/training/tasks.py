@@ -52,9 +52,6 @@ class SegmentationTask:
         # an epoch covers every training image's area about once
         self.steps_per_epoch = _batches_of(int(sum(math.ceil(a / patch**2) for a in self.area)), batch)
 
-    def samples_per_step(self) -> int:
-        return self.batch
-
     def _patch(self, i: int, rng) -> tuple[np.ndarray, np.ndarray]:
         x, t = self.xs[i], self.ts[i]
         H, W = x.shape[1:]
@@ -155,9 +152,6 @@ class ClassificationTask:
         n = len(self.y)
         # a batch of one would break BatchNorm in training mode: then the last samples join the other batches
         self.steps_per_epoch = max(1, n // batch) if n % batch == 1 else _batches_of(n, batch)
-
-    def samples_per_step(self) -> int:
-        return self.batch
 
     def _prepare(self, samples: list[Sample]) -> tuple[np.ndarray, np.ndarray]:
         index = {c: k for k, c in enumerate(self.classes)}

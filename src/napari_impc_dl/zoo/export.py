@@ -264,29 +264,32 @@ def _write_unet_files(net, card, d: Path, name, description, authors, license, c
     return _descr(card, d, name, description, authors, license, cites, tags, smp_kwargs(card.architecture))
 
 
-def _descr(card, d: Path, name, description, authors, license, cites, tags, arch_kwargs):
+def model_descr(card, d: Path, *, name, description, authors, license, cites, tags, architecture: tuple[str, str, dict], tensors):
+    """The spec 0.5 ``ModelDescr`` of the package files in ``d``, built inside one validation context.
+
+    What every export shares is here: name, description, authors, citations, licence, README, cover,
+    tags, our card in ``config``, and the two weight formats (``weights.pt`` built by
+    ``architecture = (import_from, callable, kwargs)``, and ``weights.torchscript``). ``tensors(f)``
+    returns ``(inputs, outputs)``; ``f(name)`` is the :class:`FileDescr` of a file in ``d`` with its sha256.
+    """
     from bioimageio.spec import ValidationContext
     from bioimageio.spec.model.v0_5 import (
-        ArchitectureFromLibraryDescr, Author, AxisId, BatchAxis, ChannelAxis, FileDescr, Identifier, InputTensorDescr,
-        IntervalOrRatioDataDescr, LicenseId, ModelDescr, OutputTensorDescr, ParameterizedSize, PytorchStateDictWeightsDescr,
-        ScaleRangeDescr, ScaleRangeKwargs, Sha256, SigmoidDescr, SizeReference, SpaceInputAxis, SpaceOutputAxisWithHalo, TensorId,
-        TorchscriptWeightsDescr, Version, WeightsDescr,
+        ArchitectureFromLibraryDescr, Author, FileDescr, Identifier, LicenseId, ModelDescr, PytorchStateDictWeightsDescr,
+        Sha256, TorchscriptWeightsDescr, Version, WeightsDescr,
     )
+    from pydantic import ValidationError
 
     from .package import sha256_file
 
-    def f(name: str) -> FileDescr:  # every file with its sha256, so consumers can check integrity
-        return FileDescr(source=d / name, sha256=Sha256(sha256_file(d / name)))
-    from pydantic import ValidationError
+    def f(fname: str) -> FileDescr:  # every file with its sha256, so consumers can check integrity
+        return FileDescr(source=d / fname, sha256=Sha256(sha256_file(d / fname)))
 
-    t = card.tiling
-    halo = max(0, min(t.halo, (t.min_tile - 1) // 2))
-    tin, tout = TensorId("input"), TensorId("probabilities")
     ver = Version(_pytorch_version())
-    tag_list = list(dict.fromkeys(["napari-impc-dl", "unet", "pytorch", "2d", "segmentation", "instance-segmentation", "fluorescence-light-microscopy", *[c.lower() for c in card.channel_names], *(tags or [])]))
+    import_from, call, kwargs = architecture
     config = {"napari_impc_dl": {"card": card.model_dump(mode="json"), "exported_by": f"napari-impc-dl {__import__('napari_impc_dl').__version__}"}}
     try:
         with ValidationContext(perform_io_checks=False, root=d):
+            inputs, outputs = tensors(f)
             return ModelDescr(
                 name=name,
                 description=description[:1024],
@@ -295,31 +298,13 @@ def _descr(card, d: Path, name, description, authors, license, cites, tags, arch
                 license=LicenseId(license),
                 documentation=f("README.md"),
                 covers=[f("cover.png")],
-                tags=tag_list,
-                inputs=[InputTensorDescr(
-                    id=tin,
-                    description=f"{card.architecture.in_channels}-channel 2D image ({', '.join(card.channel_names)})",
-                    axes=[BatchAxis(), ChannelAxis(channel_names=[Identifier(_ident(c)) for c in card.channel_names]),
-                          SpaceInputAxis(id=AxisId("y"), size=ParameterizedSize(min=t.min_tile, step=t.step)),
-                          SpaceInputAxis(id=AxisId("x"), size=ParameterizedSize(min=t.min_tile, step=t.step))],
-                    test_tensor=f("test_input.npy"),
-                    data=IntervalOrRatioDataDescr(type="float32"),
-                    preprocessing=[ScaleRangeDescr(kwargs=ScaleRangeKwargs(axes=[AxisId("y"), AxisId("x")], min_percentile=card.normalization.low, max_percentile=card.normalization.high))],
-                )],
-                outputs=[OutputTensorDescr(
-                    id=tout,
-                    description="per-pixel probabilities: foreground, and the normalised distance to the object's edge",
-                    axes=[BatchAxis(), ChannelAxis(channel_names=[Identifier(_ident(c)) for c in card.output_names]),
-                          SpaceOutputAxisWithHalo(id=AxisId("y"), size=SizeReference(tensor_id=tin, axis_id=AxisId("y")), halo=halo),
-                          SpaceOutputAxisWithHalo(id=AxisId("x"), size=SizeReference(tensor_id=tin, axis_id=AxisId("x")), halo=halo)],
-                    test_tensor=f("test_output.npy"),
-                    data=IntervalOrRatioDataDescr(type="float32", range=(0.0, 1.0)),
-                    postprocessing=[SigmoidDescr()],
-                )],
+                tags=list(dict.fromkeys(tags)),
+                inputs=inputs,
+                outputs=outputs,
                 weights=WeightsDescr(
                     pytorch_state_dict=PytorchStateDictWeightsDescr(
                         source=d / "weights.pt", sha256=Sha256(sha256_file(d / "weights.pt")), pytorch_version=ver,
-                        architecture=ArchitectureFromLibraryDescr(import_from="segmentation_models_pytorch", callable=Identifier("Unet"), kwargs=arch_kwargs),
+                        architecture=ArchitectureFromLibraryDescr(import_from=import_from, callable=Identifier(call), kwargs=kwargs),
                     ),
                     torchscript=TorchscriptWeightsDescr(source=d / "weights.torchscript", sha256=Sha256(sha256_file(d / "weights.torchscript")), pytorch_version=ver, parent="pytorch_state_dict"),
                 ),
@@ -328,6 +313,44 @@ def _descr(card, d: Path, name, description, authors, license, cites, tags, arch
     except ValidationError as exc:
         e = exc.errors()[0]
         raise InputError(f"The package description is invalid: {'.'.join(str(p) for p in e['loc'])}: {e['msg']}", "Check --name, --license (an SPDX id such as MIT or CC-BY-4.0), --cite and --authors") from None
+
+
+def _descr(card, d: Path, name, description, authors, license, cites, tags, arch_kwargs):
+    from bioimageio.spec.model.v0_5 import (
+        AxisId, BatchAxis, ChannelAxis, Identifier, InputTensorDescr, IntervalOrRatioDataDescr, OutputTensorDescr, ParameterizedSize,
+        ScaleRangeDescr, ScaleRangeKwargs, SigmoidDescr, SizeReference, SpaceInputAxis, SpaceOutputAxisWithHalo, TensorId,
+    )
+
+    t = card.tiling
+    halo = max(0, min(t.halo, (t.min_tile - 1) // 2))
+    tin, tout = TensorId("input"), TensorId("probabilities")
+    tag_list = ["napari-impc-dl", "unet", "pytorch", "2d", "segmentation", "instance-segmentation", "fluorescence-light-microscopy", *[c.lower() for c in card.channel_names], *(tags or [])]
+
+    def tensors(f):
+        inputs = [InputTensorDescr(
+            id=tin,
+            description=f"{card.architecture.in_channels}-channel 2D image ({', '.join(card.channel_names)})",
+            axes=[BatchAxis(), ChannelAxis(channel_names=[Identifier(_ident(c)) for c in card.channel_names]),
+                  SpaceInputAxis(id=AxisId("y"), size=ParameterizedSize(min=t.min_tile, step=t.step)),
+                  SpaceInputAxis(id=AxisId("x"), size=ParameterizedSize(min=t.min_tile, step=t.step))],
+            test_tensor=f("test_input.npy"),
+            data=IntervalOrRatioDataDescr(type="float32"),
+            preprocessing=[ScaleRangeDescr(kwargs=ScaleRangeKwargs(axes=[AxisId("y"), AxisId("x")], min_percentile=card.normalization.low, max_percentile=card.normalization.high))],
+        )]
+        outputs = [OutputTensorDescr(
+            id=tout,
+            description="per-pixel probabilities: foreground, and the normalised distance to the object's edge",
+            axes=[BatchAxis(), ChannelAxis(channel_names=[Identifier(_ident(c)) for c in card.output_names]),
+                  SpaceOutputAxisWithHalo(id=AxisId("y"), size=SizeReference(tensor_id=tin, axis_id=AxisId("y")), halo=halo),
+                  SpaceOutputAxisWithHalo(id=AxisId("x"), size=SizeReference(tensor_id=tin, axis_id=AxisId("x")), halo=halo)],
+            test_tensor=f("test_output.npy"),
+            data=IntervalOrRatioDataDescr(type="float32", range=(0.0, 1.0)),
+            postprocessing=[SigmoidDescr()],
+        )]
+        return inputs, outputs
+
+    return model_descr(card, d, name=name, description=description, authors=authors, license=license, cites=cites, tags=tag_list,
+                       architecture=("segmentation_models_pytorch", "Unet", arch_kwargs), tensors=tensors)
 
 
 def _ident(s: str) -> str:

@@ -305,25 +305,16 @@ def _readme(card, name: str, description: str, authors: list[str]) -> str:
 
 
 def _descr(card, d: Path, name, description, authors, license, cites, tags, arch_kwargs):
-    from bioimageio.spec import ValidationContext
     from bioimageio.spec.model.v0_5 import (
-        ArchitectureFromLibraryDescr, Author, AxisId, BatchAxis, ChannelAxis, EnsureDtypeDescr, EnsureDtypeKwargs, FileDescr, Identifier,
-        InputTensorDescr, IntervalOrRatioDataDescr, LicenseId, ModelDescr, OutputTensorDescr, PytorchStateDictWeightsDescr, ScaleRangeDescr,
-        ScaleRangeKwargs, Sha256, SoftmaxDescr, SoftmaxKwargs, SpaceInputAxis, TensorId, TorchscriptWeightsDescr, Version, WeightsDescr,
+        AxisId, BatchAxis, ChannelAxis, EnsureDtypeDescr, EnsureDtypeKwargs, Identifier, InputTensorDescr, IntervalOrRatioDataDescr,
+        OutputTensorDescr, ScaleRangeDescr, ScaleRangeKwargs, SoftmaxDescr, SoftmaxKwargs, SpaceInputAxis, TensorId,
     )
-    from pydantic import ValidationError
 
-    from .export import _cite_entry, _pytorch_version
-    from .package import sha256_file
-
-    def f(fname: str) -> FileDescr:
-        return FileDescr(source=d / fname, sha256=Sha256(sha256_file(d / fname)))
+    from .export import model_descr
 
     spec, n = card.classification, card.normalization
     S = spec.input_size
-    ver = Version(_pytorch_version())
-    tag_list = list(dict.fromkeys(["napari-impc-dl", "pytorch", "timm", "2d", "classification", f"{spec.level}-classification", *[c.lower() for c in spec.classes], *(tags or [])]))
-    config = {"napari_impc_dl": {"card": card.model_dump(mode="json"), "exported_by": f"napari-impc-dl {__import__('napari_impc_dl').__version__}"}}
+    tag_list = ["napari-impc-dl", "pytorch", "timm", "2d", "classification", f"{spec.level}-classification", *[c.lower() for c in spec.classes], *(tags or [])]
     pre = [EnsureDtypeDescr(kwargs=EnsureDtypeKwargs(dtype="float32"))]
     if spec.level == "image":
         pre.append(ScaleRangeDescr(kwargs=ScaleRangeKwargs(axes=[AxisId("y"), AxisId("x")], min_percentile=n.low, max_percentile=n.high)))
@@ -331,46 +322,29 @@ def _descr(card, d: Path, name, description, authors, license, cites, tags, arch
     else:
         in_text = f"prepared crops, one per object ({spec.crop.mode} window, {spec.crop.input}), cut from the image normalised with whole-image percentiles: see README"
     out_text = f"class probabilities ({', '.join(spec.classes)})"
-    try:
-        with ValidationContext(perform_io_checks=False, root=d):
-            return ModelDescr(
-                name=name,
-                description=description[:1024],
-                authors=[Author(name=a) for a in authors],
-                cite=[_cite_entry(tx, ref) for tx, ref in cites],
-                license=LicenseId(license),
-                documentation=f("README.md"),
-                covers=[f("cover.png")],
-                tags=tag_list,
-                inputs=[InputTensorDescr(
-                    id=TensorId("input"),
-                    description=_short(in_text),
-                    axes=[BatchAxis(), ChannelAxis(channel_names=[Identifier(c) for c in identifiers(card.channel_names)]),
-                          SpaceInputAxis(id=AxisId("y"), size=S), SpaceInputAxis(id=AxisId("x"), size=S)],
-                    test_tensor=f("test_input.npy"),
-                    data=IntervalOrRatioDataDescr(type="float32"),
-                    preprocessing=pre,
-                )],
-                outputs=[OutputTensorDescr(
-                    id=TensorId("probabilities"),
-                    description=_short(out_text),
-                    axes=[BatchAxis(), ChannelAxis(channel_names=[Identifier(c) for c in identifiers(spec.classes)])],
-                    test_tensor=f("test_output.npy"),
-                    data=IntervalOrRatioDataDescr(type="float32", range=(0.0, 1.0)),
-                    postprocessing=[SoftmaxDescr(kwargs=SoftmaxKwargs(axis=AxisId("channel")))],
-                )],
-                weights=WeightsDescr(
-                    pytorch_state_dict=PytorchStateDictWeightsDescr(
-                        source=d / "weights.pt", sha256=Sha256(sha256_file(d / "weights.pt")), pytorch_version=ver,
-                        architecture=ArchitectureFromLibraryDescr(import_from="timm", callable=Identifier("create_model"), kwargs=arch_kwargs),
-                    ),
-                    torchscript=TorchscriptWeightsDescr(source=d / "weights.torchscript", sha256=Sha256(sha256_file(d / "weights.torchscript")), pytorch_version=ver, parent="pytorch_state_dict"),
-                ),
-                config=config,
-            )
-    except ValidationError as exc:
-        e = exc.errors()[0]
-        raise InputError(f"The package description is invalid: {'.'.join(str(p) for p in e['loc'])}: {e['msg']}", "Check --name, --license (an SPDX id such as MIT or CC-BY-4.0), --cite and --authors") from None
+
+    def tensors(f):
+        inputs = [InputTensorDescr(
+            id=TensorId("input"),
+            description=_short(in_text),
+            axes=[BatchAxis(), ChannelAxis(channel_names=[Identifier(c) for c in identifiers(card.channel_names)]),
+                  SpaceInputAxis(id=AxisId("y"), size=S), SpaceInputAxis(id=AxisId("x"), size=S)],
+            test_tensor=f("test_input.npy"),
+            data=IntervalOrRatioDataDescr(type="float32"),
+            preprocessing=pre,
+        )]
+        outputs = [OutputTensorDescr(
+            id=TensorId("probabilities"),
+            description=_short(out_text),
+            axes=[BatchAxis(), ChannelAxis(channel_names=[Identifier(c) for c in identifiers(spec.classes)])],
+            test_tensor=f("test_output.npy"),
+            data=IntervalOrRatioDataDescr(type="float32", range=(0.0, 1.0)),
+            postprocessing=[SoftmaxDescr(kwargs=SoftmaxKwargs(axis=AxisId("channel")))],
+        )]
+        return inputs, outputs
+
+    return model_descr(card, d, name=name, description=description, authors=authors, license=license, cites=cites, tags=tag_list,
+                       architecture=("timm", "create_model", arch_kwargs), tensors=tensors)
 
 
 def _short(text: str, n: int = 128) -> str:
