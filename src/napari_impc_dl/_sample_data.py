@@ -7,6 +7,10 @@
 - **Coins** / **Cell** from scikit-image (offline): real photographs of round objects / one cell.
 - **Rods, nuclei and debris, annotated**: a synthetic image, its labels and each object's class, for
   trying Annotate -> Train -> Classify in two minutes.
+- **Metaphase spread** / **Cells with mitosis phases**: the bundled samples of the ``chromosomes``
+  and ``cells`` presets (1024 x 1024, made by ``scripts/train_preset_models.py`` from seeds never
+  trained on), with their ground truth (labels with each object's true class, hidden) and the
+  true counts in the layer's metadata.
 
 This module imports neither napari nor Qt.
 """
@@ -77,3 +81,38 @@ def shapes() -> list[tuple]:
         (img, {"name": "shapes"}, "image"),
         (lab, {"name": "shapes labels", "features": features, "metadata": {"napari_impc_dl": {"image": "shapes"}}}, "labels"),
     ]
+
+
+def _preset_sample(preset: str) -> list[tuple]:
+    """A preset's bundled sample image, and its true labels with the true class of every object (hidden)."""
+    import pandas as pd
+    import tifffile
+
+    from .presets import DATA, PRESETS
+
+    p = PRESETS[preset]
+    image = DATA / p.sample
+    if not image.is_file():
+        raise InputError(f"The bundled '{preset}' sample is missing from the installation ({image})", "Reinstall napari-impc-dl")
+    stem = image.stem
+    img = tifffile.imread(image)
+    meta = {"channel_axis": 0} if img.ndim == 3 and img.shape[0] <= 4 else {}
+    layers: list[tuple] = [(img, {"name": stem, **meta}, "image")]
+    truth_labels = DATA / f"{stem}_labels.tif"
+    if truth_labels.is_file():
+        lab = tifffile.imread(truth_labels)
+        objects = pd.read_csv(DATA / f"{stem}_objects_truth.csv")
+        features = pd.DataFrame({"index": objects["label"], "label": objects["label"], "class": objects["class"]})
+        truth = pd.read_csv(DATA / f"{stem}_truth.csv").iloc[0].to_dict()
+        layers.append((lab, {"name": f"{stem} ground truth", "visible": False, "features": features, "metadata": {"truth": truth}}, "labels"))
+    return layers
+
+
+def chromosomes() -> list[tuple]:
+    """The ``chromosomes`` preset's sample: one synthetic Giemsa-stained metaphase spread and its truth."""
+    return _preset_sample("chromosomes")
+
+
+def cells() -> list[tuple]:
+    """The ``cells`` preset's sample: one synthetic two-channel cell field (cytoplasm, nuclei) and its truth."""
+    return _preset_sample("cells")

@@ -85,6 +85,8 @@ def segment(
 
     All inputs are opened and checked before anything is written; outputs are staged and moved
     into place only when every image succeeded. ``overrides`` are :class:`SegmentConfig` fields.
+    A preset that classifies (``chromosomes``, ``cells``) runs its own classifier unless ``classifier``
+    names another, or is ``"none"`` (segmentation only).
     """
     import pandas as pd
 
@@ -97,6 +99,7 @@ def segment(
         raise InputError("No input images were given", "Pass one or more image files (tif, ome-tif, zarr, png, jpg, npy)")
     out = Path(out_dir)
     runnable = model if _is_runnable(model) else load_model(model, device=config.device)
+    classifier = _preset_classifier(model, classifier)
     if classifier is not None:
         classifier = load_classifier(classifier, device=config.device)
         if classifier.spec.level != "object":
@@ -174,6 +177,18 @@ def segment(
     return SegmentReport(out, label_files, out / "objects.csv", out / "counts.csv", results_rows, timings)
 
 
+def _preset_classifier(model, classifier):
+    """The classifier a ``segment`` run uses: the one given, none (``"none"``), or the model preset's own."""
+    from .presets import get
+
+    if isinstance(classifier, str) and classifier.strip().lower() in ("none", "no", ""):
+        return None
+    preset = get(model) if isinstance(model, str) else None
+    if classifier is None and preset is not None and preset.classifier:
+        return preset.name
+    return classifier
+
+
 def _classify_segmented(classifier, src, res, config, progress, cancel):
     """The objects table and counts row of one segmented image with each object's class."""
     from .classify.files import merge_classes
@@ -238,22 +253,38 @@ def classify(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike, *,
 # ----------------------------------------------------------------------------- data and evaluation
 
 
-def synth(kind: str, n: int, out_dir: str | os.PathLike, *, size: int = 256, seed: int = 0) -> list[Path]:
+def synth(kind: str, n: int, out_dir: str | os.PathLike, *, size: int | None = None, seed: int = 0, density: float = 1.0, contrast: float = 1.0, scale: float = 1.0) -> list[Path]:
     """Write a synthetic dataset with ground truth; returns the image paths.
 
     ``nuclei``: ``images/`` + ``masks/`` (segmentation); ``shapes``: ``images/`` + ``labels/`` +
     ``classes.csv`` (rods / nuclei / debris, object classification); ``views``: ``dorsoventral/`` and
-    ``lateral/`` X-ray-like images, ``n`` of each (image classification).
+    ``lateral/`` X-ray-like images, ``n`` of each (image classification); ``chromosomes`` (metaphase
+    spreads) and ``cells`` (two-channel cells with a mitosis phase): ``images/``, ``masks/``
+    (``cells`` also ``nuclei/``), ``truth.csv`` (the preset's counts columns) and ``objects_truth.csv``
+    (image, label, class). ``density`` / ``contrast`` / ``scale`` move the ``chromosomes`` and
+    ``cells`` generators away from their defaults (domain-shifted test sets).
     """
+    defaults = {"nuclei": 256, "shapes": 256, "views": 256, "chromosomes": 512, "cells": 512}
+    if kind not in defaults:
+        raise InputError(f"Unknown synthetic dataset '{kind}'", f"Available: {', '.join(defaults)}")
+    size = defaults[kind] if size is None else size
+    smallest = {"nuclei": 32, "chromosomes": 128}.get(kind, 64)
+    if n < 1 or size < smallest:
+        raise InputError(f"Need --n >= 1 and --size >= {smallest} (got n={n}, size={size})", "Increase them")
+    shifted = (density, contrast, scale) != (1.0, 1.0, 1.0)
+    if kind in ("chromosomes", "cells"):
+        if kind == "chromosomes":
+            from .synthetic.chromosomes import write_chromosomes_dataset as write
+        else:
+            from .synthetic.cells import write_cells_dataset as write
+        return write(out_dir, n, size=size, seed=seed, density=density, contrast=contrast, scale=scale)
+    if shifted:
+        raise InputError(f"--density, --contrast and --scale apply to the chromosomes and cells datasets, not '{kind}'", "Leave them out")
     from .synthetic import write_nuclei_dataset
     from .synthetic.shapes import write_shapes_dataset
     from .synthetic.views import write_views_dataset
 
     writers = {"nuclei": write_nuclei_dataset, "shapes": write_shapes_dataset, "views": write_views_dataset}
-    if kind not in writers:
-        raise InputError(f"Unknown synthetic dataset '{kind}'", f"Available: {', '.join(writers)}")
-    if n < 1 or size < (32 if kind == "nuclei" else 64):
-        raise InputError(f"Need --n >= 1 and --size >= {32 if kind == 'nuclei' else 64} (got n={n}, size={size})", "Increase them")
     return writers[kind](out_dir, n, size=size, seed=seed)
 
 

@@ -50,7 +50,7 @@ def _add_segment(sub) -> None:
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files: tif, ome-tif, zarr / ome-zarr, png, jpg, npy")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (created if missing)")
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--preset", default=None, help="bundled model name (default: nuclei)")
+    g.add_argument("--preset", default=None, help="bundled workflow: nuclei (default), chromosomes (segment + classify + count per spread), cells (segment + mitosis phase per cell)")
     g.add_argument("--model", default=None, metavar="PATH_OR_NAME", help="a checkpoint (.safetensors), a BioImage Model Zoo package (zip, folder, rdf.yaml) or a model name from `zoo list`")
     p.add_argument("--tile", type=int, default=None, help="tile side in pixels (default: the model's, fitted to the image)")
     p.add_argument("--halo", type=int, default=None, help="context pixels per tile side (default: the model's)")
@@ -63,7 +63,7 @@ def _add_segment(sub) -> None:
     p.add_argument("--min-size", type=int, default=None, help="drop objects smaller than this many pixels")
     p.add_argument("--weights", default=None, metavar="FORMAT", help="Model Zoo packages: weight format to run (torchscript, pytorch_state_dict, onnx; default: the first present)")
     p.add_argument("--trust-code", action="store_true", help="Model Zoo packages: allow the package's own Python code to build its network")
-    p.add_argument("--classifier", default=None, metavar="MODEL", help="an object classifier (training folder, checkpoint or package): adds class and p_<class> columns to objects.csv, n_<class> to counts.csv")
+    p.add_argument("--classifier", default=None, metavar="MODEL", help="an object classifier (preset, training folder, checkpoint or package): adds class and p_<class> columns to objects.csv, n_<class> to counts.csv; the chromosomes and cells presets use their own unless this says another, or 'none'")
 
 
 def _run_segment(a) -> int:
@@ -83,7 +83,8 @@ def _run_segment(a) -> int:
     report = api.segment(a.inputs, a.out, model=model, config=cfg, classifier=a.classifier, progress=_Progress())
     for row in report.counts:
         by_class = ", ".join(f"{k[2:]} {v}" for k, v in row.items() if k.startswith("n_") and k != "n_objects" and k != "n_planes")
-        print(f"{row['image']}: {row['n_objects']} objects (median area {row['median_area']:.0f} px){'; ' + by_class if by_class else ''}")
+        flags = "".join(f"; {k} {row[k]}" for k in ("count_is_46", "mitotic_index") if k in row)
+        print(f"{row['image']}: {row['n_objects']} objects (median area {row['median_area']:.0f} px){'; ' + by_class if by_class else ''}{flags}")
     print(f"labels:  {', '.join(str(p) for p in report.label_files)}")
     print(f"objects: {report.objects_csv}")
     print(f"counts:  {report.counts_csv}")
@@ -101,8 +102,9 @@ def _int(v: str, flag: str) -> int:
 def _run_synth(a) -> int:
     from . import api
 
-    paths = api.synth(a.kind, a.n, a.out, size=a.size, seed=a.seed)
-    extra = {"nuclei": f" and their masks to {Path(a.out) / 'masks'}", "shapes": f", their labels to {Path(a.out) / 'labels'} and classes.csv", "views": " (one folder per view)"}[a.kind]
+    paths = api.synth(a.kind, a.n, a.out, size=a.size, seed=a.seed, density=a.density, contrast=a.contrast, scale=a.scale)
+    truth = f", their masks to {Path(a.out) / 'masks'}, truth.csv and objects_truth.csv"
+    extra = {"nuclei": f" and their masks to {Path(a.out) / 'masks'}", "shapes": f", their labels to {Path(a.out) / 'labels'} and classes.csv", "views": " (one folder per view)", "chromosomes": truth, "cells": truth + " (nucleus masks in nuclei/)"}[a.kind]
     print(f"wrote {len(paths)} images to {a.out}{extra}")
     return 0
 
@@ -135,11 +137,16 @@ def build_parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_segment(sub)
     p = sub.add_parser("synth", help="write a synthetic dataset with ground truth")
-    p.add_argument("kind", choices=["nuclei", "shapes", "views"], help="nuclei: images/ + masks/; shapes: rods, nuclei and debris with labels/ + classes.csv; views: X-ray-like dorsoventral/ and lateral/ images")
+    p.add_argument("kind", choices=["nuclei", "shapes", "views", "chromosomes", "cells"], help=(
+        "nuclei: images/ + masks/; shapes: rods, nuclei and debris with labels/ + classes.csv; views: X-ray-like dorsoventral/ and lateral/ images; "
+        "chromosomes: metaphase spreads, cells: two-channel cells with a mitosis phase (both: images/, masks/, truth.csv, objects_truth.csv)"))
     p.add_argument("--n", type=int, required=True, help="number of images")
     p.add_argument("--out", required=True, metavar="DIR")
-    p.add_argument("--size", type=int, default=256, help="image side in pixels (default 256)")
+    p.add_argument("--size", type=int, default=None, help="image side in pixels (default 512 for chromosomes and cells, else 256)")
     p.add_argument("--seed", type=int, default=0, help="dataset seed (default 0)")
+    p.add_argument("--density", type=float, default=1.0, help="chromosomes / cells: x the default density (tighter spreads, more cells), for shifted test sets")
+    p.add_argument("--contrast", type=float, default=1.0, help="chromosomes / cells: x the default staining contrast")
+    p.add_argument("--scale", type=float, default=1.0, help="chromosomes / cells: x every length (magnification)")
     p = sub.add_parser("evaluate", help="score predicted label files against ground truth (matched by name)")
     p.add_argument("--pred", required=True, metavar="DIR_OR_CSV", help="predicted label files, or a predictions.csv / objects.csv with classes")
     p.add_argument("--truth", required=True, metavar="DIR_OR_CSV", help="true label files, or a CSV of true classes (image[,label],class or path,class)")
@@ -294,7 +301,7 @@ def _run_train(a) -> int:
 def _add_classify(sub) -> None:
     p = sub.add_parser("classify", help="classify images (predictions.csv) or their labelled objects (objects.csv + counts.csv)")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files")
-    p.add_argument("--model", required=True, metavar="M", help="a classifier: training folder, checkpoint, Model Zoo package or library name")
+    p.add_argument("--model", required=True, metavar="M", help="a classifier: a preset that classifies objects (chromosomes, cells), training folder, checkpoint, Model Zoo package or library name")
     p.add_argument("--out", required=True, metavar="DIR")
     p.add_argument("--labels", nargs="+", default=None, metavar="FILES_OR_DIR", help="object classifiers: label images (one per input) or a folder (e.g. a segment --out)")
     p.add_argument("--channel", type=int, default=None, help="use only this channel of multichannel images")

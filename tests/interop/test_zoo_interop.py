@@ -67,7 +67,7 @@ def test_exported_package_passes_bioimageio_core_offline(tiny_checkpoint, tmp_pa
     """The bundled starter preset (or, before it is built, a tiny checkpoint): export, then core's full test."""
     from napari_impc_dl.presets import DATA, PRESETS
 
-    model = "nuclei" if (DATA / PRESETS["nuclei"][0]).is_file() else str(tiny_checkpoint)
+    model = "nuclei" if PRESETS["nuclei"].model_path.is_file() else str(tiny_checkpoint)
     out = tmp_path / "exported.zip"
     assert main(["zoo", "export", model, "--out", str(out), "--authors", "Test Author", "--license", "BSD-3-Clause"]) == 0
     status, errors = _core_test(out)  # every weight format in the package

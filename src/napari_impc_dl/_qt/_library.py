@@ -30,10 +30,11 @@ def fill_model_combo(combo, *, task: str, level: str | None = None, presets: boo
     current = combo.currentData()
     combo.blockSignals(True)
     combo.clear()
-    if presets and task == "instance-segmentation":
-        for name, (_, description) in PRESETS.items():
-            combo.addItem(name, name)
-            combo.setItemData(combo.count() - 1, description, Qt.ItemDataRole.ToolTipRole)
+    for p in PRESETS.values() if presets else ():
+        if not p.installed or (task == "classification" and (p.classifier is None or level == "image")):
+            continue  # classifiers: the presets that classify objects, listed by the preset's name
+        combo.addItem(p.name, p.name)
+        combo.setItemData(combo.count() - 1, p.description, Qt.ItemDataRole.ToolTipRole)
     for m in trained_models():
         if m.task != task or (level and m.level != level):
             continue

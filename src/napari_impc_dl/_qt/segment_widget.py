@@ -74,6 +74,17 @@ def _keep_scratch(layer, scratch) -> None:
         old.cleanup()
 
 
+def count_summary(row: dict) -> str:
+    """One line for a counts row: objects, per class, and a preset's flags (a spread that is not 46, the mitotic index)."""
+    by_class = [f"{v:,} {k[2:]}" for k, v in row.items() if k.startswith("n_") and k not in ("n_objects", "n_planes")]
+    text = f"{int(row['n_objects']):,} objects" + (": " + ", ".join(by_class) if by_class else "")
+    if "count_is_46" in row:
+        text += " · 46 chromosomes" if row["count_is_46"] else f" · {row.get('n_chromosome', 0)} chromosomes: not 46, check this spread"
+    if "mitotic_index" in row:
+        text += f" · mitotic index {100 * float(row['mitotic_index']):.1f} %"
+    return text
+
+
 def _classify(classifier, data, name, config, result, progress, cancel):
     """Worker thread: the objects table of ``result`` with each object's class (Segment's "Then classify")."""
     from ..classify.files import merge_classes
@@ -120,10 +131,10 @@ class SegmentWidget(QWidget):
     def refresh_models(self, *_: Any) -> None:
         """Re-list presets, trained models and classifiers (a Train run just saved one)."""
         fill_model_combo(self.model_combo, task="instance-segmentation")
+        chosen = self.classifier_combo.currentData()
         fill_model_combo(self.classifier_combo, task="classification", level="object", browse=None)
         self.classifier_combo.insertItem(0, "no", None)
-        if self.classifier_combo.currentIndex() < 0 or self.classifier_combo.count() == 1:
-            self.classifier_combo.setCurrentIndex(0)
+        self.classifier_combo.setCurrentIndex(max(0, self.classifier_combo.findData(chosen)) if chosen else 0)
         self._on_model_changed()
 
     # ------------------------------------------------------------------ layout
@@ -218,6 +229,7 @@ class SegmentWidget(QWidget):
         font = self.count.font()
         font.setBold(True)
         self.count.setFont(font)
+        self.count.setWordWrap(True)
         self.status = QLabel("")
         self.status.setWordWrap(True)
         self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
@@ -286,6 +298,7 @@ class SegmentWidget(QWidget):
         if ref == _BROWSE or ref is None:
             return
         self._model_index = self.model_combo.currentIndex()
+        self._follow_preset(ref)
         if ref not in PRESETS and Path(str(ref)).is_dir() and checkpoint_path(ref).suffix == ".safetensors":
             ref = str(checkpoint_path(ref))  # a trained model's folder
         if ref not in PRESETS and not str(ref).lower().endswith(".safetensors"):  # e.g. an imported Model Zoo package
@@ -313,6 +326,18 @@ class SegmentWidget(QWidget):
         self.seed.setValue(card.instances.seed_threshold)
         self.min_size.setValue(card.instances.min_size)
         self._threshold_signals_on = True
+
+    def _follow_preset(self, ref) -> None:
+        """A preset that classifies its objects (chromosomes, cells) selects its classifier in "Then classify";
+        leaving it for another model puts back "no" (a classifier the user picked stays)."""
+        from ..presets import get
+
+        preset = get(ref) if isinstance(ref, str) else None
+        current = self.classifier_combo.currentData()
+        if preset is not None and preset.classifier and self.classifier_combo.findData(preset.name) >= 0:
+            self.classifier_combo.setCurrentIndex(self.classifier_combo.findData(preset.name))
+        elif get(current) is not None and current != getattr(preset, "name", None):
+            self.classifier_combo.setCurrentIndex(0)
 
     def _refresh_devices(self, use_torch: bool | None = None, used: str | None = None) -> None:
         from ..api import available_devices
@@ -494,7 +519,9 @@ class SegmentWidget(QWidget):
         return layer if tuple(level0(layer).shape) == tuple(shown.levels[0].shape) else None
 
     def _report(self, res, seconds: float | None = None) -> None:
-        self.count.setText(f"{res.n_objects:,} objects")
+        self.count.setText(count_summary(res.counts_row()))
+        flagged = res.counts_row().get("count_is_46") is False
+        self.count.setStyleSheet("color: #ff8c69; font-weight: bold" if flagged else "")
         p = res.params
         parts = [
             f"model {res.model.get('name')} ({res.model.get('hash') or 'no hash'})",

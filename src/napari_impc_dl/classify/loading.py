@@ -33,12 +33,15 @@ def load_classifier(ref, *, device: str = "auto", weights: str | None = None, tr
 
     if hasattr(ref, "forward") and hasattr(ref, "spec"):
         return ref
+    from ..presets import classifier_path, get
+
     dev = str(resolve_device(device))
-    path = checkpoint_path(ref)
+    preset = get(ref)
+    path = classifier_path(preset.name) if preset is not None and not Path(str(ref)).exists() else checkpoint_path(ref)
     if looks_like_package(path) or (not path.exists() and library.find(str(ref)) is not None):
         from ..zoo.classifier import load_zoo_classifier
 
         return load_zoo_classifier(ref, device=dev, weights=weights, trust_code=trust_code)
     if not path.exists():
-        raise InputError(f"Classifier '{ref}' does not exist", "Give a training folder, a .safetensors checkpoint, a Model Zoo package or a name from `napari-impc-dl zoo list`")
+        raise InputError(f"Classifier '{ref}' does not exist", "Give a preset (chromosomes, cells), a training folder, a .safetensors checkpoint, a Model Zoo package or a name from `napari-impc-dl zoo list`")
     return ClassifierModel.load(path, device=dev)

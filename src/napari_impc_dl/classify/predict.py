@@ -2,7 +2,7 @@
 
     classify_images   ImageSources -> DataFrame: image, plane, class, p_<class>...
     classify_objects  one ImageSource + its instance labels -> DataFrame: label, class, p_<class>...
-    add_counts        per-class counts ``n_<class>`` for a counts row
+    add_counts        per-class counts ``n_<class>`` for a counts row (:mod:`napari_impc_dl.measure.counts`)
 
 Both stream their inputs through :func:`~napari_impc_dl.inference.batches.run_batches` (producer
 thread, device, AMP, OOM back-off). Column names are ``p_<class>`` with the class name as given
@@ -17,6 +17,7 @@ import numpy as np
 
 from ..errors import CancelToken, InputError
 from ..inference.batches import BatchStats, run_batches
+from ..measure.counts import add_counts  # noqa: F401  (re-exported)
 from .crops import iter_crop_batches, object_boxes
 
 
@@ -150,9 +151,3 @@ def classify_objects(
         cols = list(stack_columns(source)) + ["label", "class"] + [f"p_{c}" for c in spec.classes]
         return pd.DataFrame({c: [] for c in cols})
     return pd.concat(frames, ignore_index=True)
-
-
-def add_counts(row: dict, classes: Sequence[str], table) -> dict:
-    """``row`` with ``n_<class>`` for every class (objects of this image assigned to it)."""
-    vc = table["class"].value_counts() if len(table) else {}
-    return {**row, **{f"n_{c}": int(vc.get(c, 0)) for c in classes}}

@@ -57,6 +57,13 @@ class SegmentationResult:
             "model_hash": self.model["hash"],
         }
         row.update({k: v for k, v in self.params.items() if k not in ("model",)})
+        if "class" in self.objects.columns:  # classified (segment's "Then classify", a Classify run): n_<class> too
+            from ..measure.counts import add_counts, classes_of
+
+            row = add_counts(row, classes_of(self.objects), self.objects)
+            for k in ("classifier_name", "classifier_hash"):
+                if k in self.objects.columns and len(self.objects):
+                    row[k] = self.objects[k].iloc[0]
         return row
 
 

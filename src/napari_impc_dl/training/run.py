@@ -108,7 +108,7 @@ def _seg_network(config: SegmentationTrainConfig, n_channels: int):
 
     base_card, transfer, state = None, {}, None
     if config.from_model:
-        state, base_card, label = read_weights(config.from_model)
+        state, base_card, label = read_weights(config.from_model, config.task)
         if base_card is not None and base_card.task != "instance-segmentation":
             raise InputError(f"--from {label} is a classifier; a segmentation U-Net cannot start from it", "Start from a segmentation checkpoint, or from scratch")
     if base_card is not None:
@@ -140,7 +140,7 @@ def _cls_network(config: ClassificationTrainConfig, classes: list[str], in_chann
 
     arch_name, transfer, state, base_card, label = config.arch, {}, None, None, ""
     if config.from_model:
-        state, base_card, label = read_weights(config.from_model)
+        state, base_card, label = read_weights(config.from_model, config.task)
         if base_card is not None and base_card.task == "classification":
             arch_name = base_card.architecture.encoder
     if arch_name not in CLASSIFIERS:
@@ -234,8 +234,9 @@ def train(
         samples = classification_objects(data, images, labels, channel=channel)
         val = None
         if config.val_dir:
-            v = Path(config.val_dir)
-            val = classification_objects(v / "classes.csv", v / "images", v / "labels", channel=channel)
+            v = Path(config.val_dir)  # our object layout, or the one `synth chromosomes|cells` writes
+            csv, lab = (v / "classes.csv", v / "labels") if (v / "classes.csv").is_file() else (v / "objects_truth.csv", v / "masks")
+            val = classification_objects(csv, v / "images", lab, channel=channel)
     train_s, val_s = (samples, val) if val is not None else split_by_image(samples, config.val_fraction, config.seed)
     if any(s.image.shape[0] != train_s[0].image.shape[0] for s in train_s + val_s):
         raise InputError("Training and validation images have different channel counts", "Give images with the same channels, or pick one with --channel")

@@ -37,12 +37,14 @@ def _is_ours(path: Path) -> bool:
         return False
 
 
-def read_weights(ref: str | os.PathLike) -> tuple[dict, object | None, str]:
-    """``(state dict on the CPU, our ModelCard or None, a label for messages)`` of a ``--from`` reference."""
-    from ..presets import PRESETS, preset_path
+def read_weights(ref: str | os.PathLike, task: str = "segmentation") -> tuple[dict, object | None, str]:
+    """``(state dict on the CPU, our ModelCard or None, a label for messages)`` of a ``--from`` reference.
+    A preset's name means its U-Net for ``task="segmentation"`` and its classifier for ``"classification"``."""
+    from ..presets import classifier_path, get, preset_path
 
-    if isinstance(ref, str) and ref.strip().lower() in PRESETS:
-        ref = preset_path(ref)
+    preset = get(ref)
+    if preset is not None:
+        ref = classifier_path(preset.name) if task == "classification" and preset.classifier else preset_path(preset.name)
     path = Path(ref).expanduser()
     if path.is_dir() and (path / "model.safetensors").is_file():
         path = path / "model.safetensors"

@@ -140,7 +140,7 @@ def _check_usable(spec: ModelSpec, fmt: str, trust_code: bool) -> None:
             f"We run {', '.join(RUNNABLE_FORMATS)}",
         )
     if fmt == "onnx" and not _onnxruntime_available():
-        raise InputError(f"{label}: running onnx weights needs onnxruntime, which is not installed", "pip install 'napari-impc-dl[onnx]', or pick another format with --weights")
+        raise InputError(f"{label}: running onnx weights needs onnxruntime, which is not installed", "pip install onnxruntime (in a clone: make setup, or pip install '.[onnx]'), or pick another format with --weights")
     if fmt == "pytorch_state_dict":
         arch = spec.weights[fmt].architecture or {}
         if not _arch_trusted(arch) and not trust_code:

@@ -199,7 +199,7 @@ def export_package(
     else:
         cites = [_parse_cite(c) for c in (cite or [])] + DEFAULT_CITES
 
-    staging = Path(tempfile.mkdtemp(prefix=".export-", dir=out.parent))
+    staging = Path(tempfile.mkdtemp(prefix=".export-", dir=out.parent.absolute()))  # absolute: bioimageio resolves relative sources against the package
     try:
         d = staging / "pkg"
         d.mkdir()

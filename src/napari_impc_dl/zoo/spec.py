@@ -177,7 +177,7 @@ def validate(pkg: Package, content: dict):
     try:
         from bioimageio.spec import InvalidDescr, ValidationContext, build_description
     except ImportError:
-        raise InputError("Reading BioImage Model Zoo packages needs bioimageio.spec", "pip install 'napari-impc-dl[zoo]'") from None
+        raise InputError("Reading BioImage Model Zoo packages needs bioimageio.spec", "Install the zoo extra: pip install 'bioimageio.spec>=0.5.4' (in a clone: make setup, or pip install '.[zoo]')") from None
     if content.get("type") not in (None, "model"):
         raise InputError(f"Package {pkg.label} describes a '{content.get('type')}', not a model", "Give a model package")
     import logging

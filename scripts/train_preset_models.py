@@ -1,0 +1,121 @@
+"""Train a preset's bundled starter models, reproducibly, on its synthetic generator.
+
+    python scripts/train_preset_models.py chromosomes|cells [--work DIR] [--seg-minutes M] [--cls-minutes M]
+
+For each preset: a training set (dataset seed 1100 for chromosomes, 1200 for cells) and a
+validation set (seed 2100 / 2200) from ``napari_impc_dl.api.synth``; then the project's own
+``train`` verb (``api.train_segmentation`` for the U-Net, ``api.train_classification`` at object
+level for the classifier, trained on the true masks); then the best checkpoints are copied into
+``src/napari_impc_dl/data/`` with an honest card (synthetic data only). The bundled sample image
+(seed 3100 / 3200) and its truth are written there too. The evaluation seeds of
+``benchmarks/eval_presets.py`` (5000 and up) are never used here. CPU, 2 threads: about 25 minutes
+per preset on the development machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from napari_impc_dl import api  # noqa: E402
+from napari_impc_dl.models.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
+
+DATA = ROOT / "src/napari_impc_dl/data"
+
+#: per preset: dataset seeds, data sizes, the U-Net's and the classifier's training settings, card texts
+SETUP = {
+    "chromosomes": {
+        "seeds": (1100, 2100, 3100), "n_train": 200, "n_val": 16, "size": 512,
+        "seg": {"arch": "mobilenetv3-minimal", "patch": 256, "batch": 8, "lr": 3e-3, "epochs": 12, "patience": 6},
+        "cls": {"arch": "mobilenetv3-small", "size": 64, "input": "image+mask", "crop": "bbox", "margin": 0.25, "batch": 64, "lr": 2e-3, "epochs": 40, "patience": 8},
+        "data": (
+            "Synthetic Giemsa-stained metaphase spreads only ({n} 512x512 images of napari_impc_dl.synthetic.chromosomes, dataset seed {seed}): "
+            "46 chromosomes (or aneuploid 44-48, or partial spreads) with human karyotype lengths and centromere positions, G-band-like texture, "
+            "touching and crossing pairs, 0-3 interphase nuclei, debris and stain blobs, uneven light, blur and noise. "
+            "Never trained on real microscopy: check it on your spreads (and fine-tune on a few annotated ones) before reporting counts."
+        ),
+        "seg_text": "Starter U-Net for metaphase spreads (brightfield, Giemsa-like, greyscale): every object of a spread (chromosomes, interphase nuclei, debris) as instances, touching chromosomes separated.",
+        "cls_text": "Starter object classifier for metaphase spreads: chromosome / nucleus / debris from each object's crop (image and mask).",
+    },
+    "cells": {
+        "seeds": (1200, 2200, 3200), "n_train": 160, "n_val": 12, "size": 512,
+        "seg": {"arch": "mobilenetv3-minimal", "patch": 256, "batch": 8, "lr": 3e-3, "epochs": 12, "patience": 6},
+        "cls": {"arch": "mobilenetv3-small", "size": 64, "input": "image+mask", "crop": "bbox", "margin": 0.3, "batch": 64, "lr": 2e-3, "epochs": 60, "patience": 10},
+        "data": (
+            "Synthetic two-channel fluorescence fields only ({n} 512x512 images of napari_impc_dl.synthetic.cells, dataset seed {seed}): "
+            "touching cells (cytoplasm / membrane channel) with a nucleus channel showing the phase (interphase, prophase, prometaphase, "
+            "metaphase, anaphase, telophase, apoptosis) at frequencies like an asynchronous population, uneven light, blur and noise. "
+            "Never trained on real microscopy: check it on your cells (and fine-tune on a few annotated ones) before reporting phases."
+        ),
+        "seg_text": "Starter U-Net for cells in two-channel fluorescence (channel 0 cytoplasm / membrane, channel 1 nuclei): cell instances, touching cells separated.",
+        "cls_text": "Starter object classifier of mitosis phase (CellCognition's classes) from each cell's crop (both channels and the cell mask).",
+    },
+}
+
+
+def _finalise(src: Path, dst: Path, name: str, text: str, data_text: str, script: str, extra: dict | None = None) -> dict:
+    """Copy a trained checkpoint into the package with its bundled name, description and provenance."""
+    net, card = load_checkpoint(src)
+    prov = card.provenance.model_copy(update={"trained_on": data_text, "script": script, "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")})
+    card = card.model_copy(update={"name": name, "description": text, "provenance": prov, "authors": ["napari-impc-dl developers"], **(extra or {})})
+    card = save_checkpoint(net, card, dst)
+    return {"file": str(dst.relative_to(ROOT)), "MB": round(dst.stat().st_size / 1e6, 2), "hash": card.short_hash, "metrics": card.provenance.metrics}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("preset", choices=sorted(SETUP))
+    ap.add_argument("--work", type=Path, default=None, help="folder for the data and training runs (default: a temporary one)")
+    ap.add_argument("--seg-minutes", type=float, default=17.0)
+    ap.add_argument("--cls-minutes", type=float, default=6.0)
+    ap.add_argument("--only", choices=["seg", "cls", "sample"], default=None)
+    args = ap.parse_args()
+    st = SETUP[args.preset]
+    work = args.work or Path(tempfile.mkdtemp(prefix=f"train-{args.preset}-"))
+    train_seed, val_seed, sample_seed = st["seeds"]
+    t0 = time.time()
+    for part, seed, n in (("train", train_seed, st["n_train"]), ("val", val_seed, st["n_val"])):
+        if not (work / part / "truth.csv").is_file():
+            api.synth(args.preset, n, work / part, size=st["size"], seed=seed)
+    print(f"data in {work}: {time.time() - t0:.0f}s", flush=True)
+    script = f"python scripts/train_preset_models.py {args.preset}"
+    data_text = st["data"].format(n=st["n_train"], seed=train_seed)
+    log = lambda row: print(json.dumps(row), flush=True)  # noqa: E731
+    if args.only in (None, "seg"):
+        rep = api.train_segmentation(
+            work / "seg", images=work / "train/images", masks=work / "train/masks", val_dir=str(work / "val"), seed=0,
+            time_limit_min=args.seg_minutes, name=args.preset, progress=log, **st["seg"],
+        )
+        print(json.dumps(_finalise(rep.model, DATA / f"{args.preset}.safetensors", args.preset, st["seg_text"], data_text, script)), flush=True)
+    if args.only in (None, "cls"):
+        rep = api.train_classification(
+            work / "cls", data=work / "train/objects_truth.csv", images=work / "train/images", labels=work / "train/masks", level="object",
+            val_dir=str(work / "val"), seed=0, time_limit_min=args.cls_minutes, name=f"{args.preset}-classes", progress=log, **st["cls"],
+        )
+        print(json.dumps(_finalise(rep.model, DATA / f"{args.preset}_classes.safetensors", f"{args.preset}-classes", st["cls_text"], data_text, script)), flush=True)
+    if args.only in (None, "sample"):
+        tmp = work / "sample"
+        api.synth(args.preset, 1, tmp, size=1024, seed=sample_seed)
+        img = next((tmp / "images").iterdir())
+        shutil.copyfile(img, DATA / f"sample_{args.preset}.tif")
+        shutil.copyfile(tmp / "masks" / img.name, DATA / f"sample_{args.preset}_labels.tif")
+        import pandas as pd
+
+        for table in ("objects_truth", "truth"):  # rows named after the bundled file
+            df = pd.read_csv(tmp / f"{table}.csv")
+            df["image"] = f"sample_{args.preset}"
+            df.to_csv(DATA / f"sample_{args.preset}_{table}.csv", index=False)
+    print(f"done in {time.time() - t0:.0f}s", flush=True)
+
+
+if __name__ == "__main__":
+    main()
