@@ -35,7 +35,7 @@ DATA = ROOT / "src/napari_impc_dl/data"
 SETUP = {
     "chromosomes": {
         "seeds": (1100, 2100, 3100), "n_train": 200, "n_val": 16, "size": 512,
-        "seg": {"arch": "mobilenetv3-minimal", "patch": 256, "batch": 8, "lr": 3e-3, "epochs": 12, "patience": 6},
+        "seg": {"arch": "mobilenetv3-minimal", "patch": 256, "batch": 8, "lr": 3e-3, "epochs": 15, "patience": 6, "contact_weight": 5.0},
         "cls": {"arch": "mobilenetv3-small", "size": 64, "input": "image+mask", "crop": "bbox", "margin": 0.25, "batch": 64, "lr": 2e-3, "epochs": 40, "patience": 8},
         "data": (
             "Synthetic Giemsa-stained metaphase spreads only ({n} 512x512 images of napari_impc_dl.synthetic.chromosomes, dataset seed {seed}): "
@@ -43,12 +43,13 @@ SETUP = {
             "touching and crossing pairs, 0-3 interphase nuclei, debris and stain blobs, uneven light, blur and noise. "
             "Never trained on real microscopy: check it on your spreads (and fine-tune on a few annotated ones) before reporting counts."
         ),
+        "channels": ["brightfield (Giemsa)"],
         "seg_text": "Starter U-Net for metaphase spreads (brightfield, Giemsa-like, greyscale): every object of a spread (chromosomes, interphase nuclei, debris) as instances, touching chromosomes separated.",
         "cls_text": "Starter object classifier for metaphase spreads: chromosome / nucleus / debris from each object's crop (image and mask).",
     },
     "cells": {
         "seeds": (1200, 2200, 3200), "n_train": 160, "n_val": 12, "size": 512,
-        "seg": {"arch": "mobilenetv3-minimal", "patch": 256, "batch": 8, "lr": 3e-3, "epochs": 12, "patience": 6},
+        "seg": {"arch": "mobilenetv3-minimal", "patch": 256, "batch": 8, "lr": 3e-3, "epochs": 15, "patience": 6, "contact_weight": 5.0},
         "cls": {"arch": "mobilenetv3-small", "size": 64, "input": "image+mask", "crop": "bbox", "margin": 0.3, "batch": 64, "lr": 2e-3, "epochs": 60, "patience": 10},
         "data": (
             "Synthetic two-channel fluorescence fields only ({n} 512x512 images of napari_impc_dl.synthetic.cells, dataset seed {seed}): "
@@ -56,6 +57,7 @@ SETUP = {
             "metaphase, anaphase, telophase, apoptosis) at frequencies like an asynchronous population, uneven light, blur and noise. "
             "Never trained on real microscopy: check it on your cells (and fine-tune on a few annotated ones) before reporting phases."
         ),
+        "channels": ["cytoplasm / membrane", "nuclei"],
         "seg_text": "Starter U-Net for cells in two-channel fluorescence (channel 0 cytoplasm / membrane, channel 1 nuclei): cell instances, touching cells separated.",
         "cls_text": "Starter object classifier of mitosis phase (CellCognition's classes) from each cell's crop (both channels and the cell mask).",
     },
@@ -77,7 +79,7 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=None, help="folder for the data and training runs (default: a temporary one)")
     ap.add_argument("--seg-minutes", type=float, default=17.0)
     ap.add_argument("--cls-minutes", type=float, default=6.0)
-    ap.add_argument("--only", choices=["seg", "cls", "sample"], default=None)
+    ap.add_argument("--only", choices=["seg", "cls", "sample", "cards"], default=None, help="one step; 'cards' re-copies the trained models of --work with their cards")
     args = ap.parse_args()
     st = SETUP[args.preset]
     work = args.work or Path(tempfile.mkdtemp(prefix=f"train-{args.preset}-"))
@@ -90,18 +92,22 @@ def main() -> None:
     script = f"python scripts/train_preset_models.py {args.preset}"
     data_text = st["data"].format(n=st["n_train"], seed=train_seed)
     log = lambda row: print(json.dumps(row), flush=True)  # noqa: E731
+    seg_extra = {"channel_names": st["channels"]}
     if args.only in (None, "seg"):
         rep = api.train_segmentation(
             work / "seg", images=work / "train/images", masks=work / "train/masks", val_dir=str(work / "val"), seed=0,
             time_limit_min=args.seg_minutes, name=args.preset, progress=log, **st["seg"],
         )
-        print(json.dumps(_finalise(rep.model, DATA / f"{args.preset}.safetensors", args.preset, st["seg_text"], data_text, script)), flush=True)
+        print(json.dumps(_finalise(rep.model, DATA / f"{args.preset}.safetensors", args.preset, st["seg_text"], data_text, script, seg_extra)), flush=True)
     if args.only in (None, "cls"):
         rep = api.train_classification(
             work / "cls", data=work / "train/objects_truth.csv", images=work / "train/images", labels=work / "train/masks", level="object",
             val_dir=str(work / "val"), seed=0, time_limit_min=args.cls_minutes, name=f"{args.preset}-classes", progress=log, **st["cls"],
         )
         print(json.dumps(_finalise(rep.model, DATA / f"{args.preset}_classes.safetensors", f"{args.preset}-classes", st["cls_text"], data_text, script)), flush=True)
+    if args.only == "cards":
+        print(json.dumps(_finalise(work / "seg/model.safetensors", DATA / f"{args.preset}.safetensors", args.preset, st["seg_text"], data_text, script, seg_extra)), flush=True)
+        print(json.dumps(_finalise(work / "cls/model.safetensors", DATA / f"{args.preset}_classes.safetensors", f"{args.preset}-classes", st["cls_text"], data_text, script)), flush=True)
     if args.only in (None, "sample"):
         tmp = work / "sample"
         api.synth(args.preset, 1, tmp, size=1024, seed=sample_seed)

@@ -227,6 +227,7 @@ def _add_train(sub) -> None:
     seg.add_argument("--arch", default=None, help="encoder: mobilenetv3-minimal (default), resnet18, resnet34, efficientnet-b0, mobilenetv3-small, tiny")
     seg.add_argument("--patch", type=int, default=None, help="training patch side in pixels (default 256)")
     seg.add_argument("--min-foreground", type=float, default=None, help="minimum foreground share of a patch (default 0.02)")
+    seg.add_argument("--contact-weight", type=float, default=None, help="extra loss weight where two objects meet (thin or packed touching objects: try 5; default 0)")
     cls = ts.add_parser("classification", help="image- or object-level CNN classifier")
     cls.add_argument("--data", default=None, metavar="DIR_OR_CSV", help="image level: a folder per class or a CSV path,class; object level: the CSV image,label,class")
     cls.add_argument("--level", choices=["image", "object"], default="image")
@@ -275,7 +276,7 @@ def _run_train(a) -> int:
 
     common = ("from_model", "mode", "epochs", "batch", "lr", "patience", "val_fraction", "val_dir", "time_limit_min", "device", "seed", "augment", "name")
     if a.task == "segmentation":
-        fields = dict((k, getattr(a, k)) for k in common + ("arch", "patch", "min_foreground"))
+        fields = dict((k, getattr(a, k)) for k in common + ("arch", "patch", "min_foreground", "contact_weight"))
     else:
         fields = dict((k, getattr(a, k)) for k in common + ("arch", "input", "size", "resize", "crop", "crop_side", "margin", "padding", "balance", "pretrained"))
         fields["level"] = a.level

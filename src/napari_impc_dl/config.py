@@ -132,6 +132,9 @@ class SegmentationTrainConfig(_TrainCommon):
     """Training patch side in pixels (a multiple of the network's step)."""
     min_foreground: float = Field(default=0.02, ge=0.0, lt=1.0)
     """Patches are re-drawn (up to 10 times) until this share of their pixels is foreground."""
+    contact_weight: float = Field(default=0.0, ge=0.0, le=100.0)
+    """Extra loss weight on pixels where two objects meet (``1 + w`` there, see ``training.targets.contact_weights``):
+    helps thin or packed touching objects (chromosomes, cells) stay apart; 0 turns it off."""
 
 
 class ClassificationTrainConfig(_TrainCommon):

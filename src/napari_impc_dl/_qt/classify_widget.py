@@ -328,10 +328,12 @@ class ClassifyWidget(QWidget):
         from ..classify.loading import checkpoint_path
         from ..models.checkpoint import read_card
 
+        from ..presets import classifier_path, get
+
         ref = self.model_combo.currentData()
         if ref in (None, BROWSE):
             return None
-        path = checkpoint_path(ref)
+        path = classifier_path(ref) if get(ref) is not None and not Path(str(ref)).exists() else checkpoint_path(ref)
         return read_card(path) if path.suffix == ".safetensors" else None
 
     def _on_model_changed(self, *_: Any) -> None:
@@ -344,7 +346,9 @@ class ClassifyWidget(QWidget):
             self.model_info.setText("" if self.model_combo.currentData() in (None, BROWSE) else "described when it is loaded")
             return
         spec = card.classification
-        self.model_info.setText(f"{spec.level} level · classes: {', '.join(spec.classes)} · {card.architecture.encoder} · hash {card.short_hash}")
+        about = f"{card.description}\n" if card.description else ""
+        self.model_info.setText(f"{about}{spec.level} level · classes: {', '.join(spec.classes)} · {card.architecture.encoder} · hash {card.short_hash}")
+        self.model_info.setToolTip(card.provenance.trained_on or card.description)
 
     def reset_choices(self, *_: Any) -> None:
         import napari.layers
@@ -465,7 +469,11 @@ class ClassifyWidget(QWidget):
         meta = dict(layer.metadata.get(META_KEY) or {}) if isinstance(layer.metadata, dict) else {}
         meta["classifier"] = model
         layer.metadata = {**(layer.metadata or {}), META_KEY: meta}
-        self.status.setText(f"{len(table)} objects classified with {model['name']} ({model['hash']})")
+        from ..measure.counts import add_counts
+        from ._summary import count_summary
+
+        row = add_counts({"n_objects": len(table)}, list(classes), merged[merged["class"].astype(str) != ""])
+        self.status.setText(f"{count_summary(row)}\nclassified with {model['name']} ({model['hash']})")
 
     def _show_images(self, layers, classes, model, table) -> None:
         self.predictions = table.assign(model_name=model["name"], model_hash=model["hash"])

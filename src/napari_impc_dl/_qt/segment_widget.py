@@ -40,6 +40,7 @@ from ..config import GPU_BATCH, SegmentConfig, validated
 from ..errors import InputError
 from ._layers import META_KEY, features_with_index, find_layer, level0, provenance, unwrap
 from . import preload_torch_libraries
+from ._summary import count_summary
 from ._library import EVENTS, fill_model_combo
 from ._workers import Job, show_progress
 
@@ -72,17 +73,6 @@ def _keep_scratch(layer, scratch) -> None:
     weakref.finalize(real, scratch.cleanup)
     if old is not None:
         old.cleanup()
-
-
-def count_summary(row: dict) -> str:
-    """One line for a counts row: objects, per class, and a preset's flags (a spread that is not 46, the mitotic index)."""
-    by_class = [f"{v:,} {k[2:]}" for k, v in row.items() if k.startswith("n_") and k not in ("n_objects", "n_planes")]
-    text = f"{int(row['n_objects']):,} objects" + (": " + ", ".join(by_class) if by_class else "")
-    if "count_is_46" in row:
-        text += " · 46 chromosomes" if row["count_is_46"] else f" · {row.get('n_chromosome', 0)} chromosomes: not 46, check this spread"
-    if "mitotic_index" in row:
-        text += f" · mitotic index {100 * float(row['mitotic_index']):.1f} %"
-    return text
 
 
 def _classify(classifier, data, name, config, result, progress, cancel):
@@ -366,6 +356,27 @@ class SegmentWidget(QWidget):
             raise InputError("No image layer is chosen", "Open an image (File > Open, or File > Open Sample > IMPC Deep Learning) and choose it under Image")
         return self.viewer.layers[name]
 
+    def _channels_for_model(self, layer, data):
+        """A model that takes several channels (the ``cells`` preset: cytoplasm, nuclei) given one layer of a
+        multichannel image that napari split into one layer per channel (``name``, ``name [1]``, ...): the
+        sibling layers (same base name, shape and dtype, in layer-list order) stacked channels first."""
+        need = self._card.architecture.in_channels if self._card is not None else 1
+        if need <= 1 or getattr(layer, "rgb", False) or data.ndim > 2:
+            return data
+        base = re.sub(r" \[\d+\]$", "", layer.name)
+        sibs = [lyr for lyr in self.viewer.layers if lyr.__class__.__name__ == "Image" and re.sub(r" \[\d+\]$", "", lyr.name) == base
+                and tuple(level0(lyr).shape) == tuple(data.shape) and level0(lyr).dtype == data.dtype]
+        if len(sibs) != need:
+            raise InputError(
+                f"The model takes {need} channels ({', '.join(self._card.channel_names)}); '{layer.name}' is one channel and {len(sibs)} layer(s) look like its channels",
+                "Select the channel layers in the layer list, right-click > Merge to Stack, then choose the stacked layer",
+            )
+        if all(isinstance(level0(lyr), np.ndarray) for lyr in sibs):
+            return np.stack([level0(lyr) for lyr in sibs])
+        import dask.array as da
+
+        return da.stack([da.asarray(level0(lyr)) for lyr in sibs])
+
     def _config(self, layer) -> SegmentConfig:
         data = level0(layer)
         return validated(
@@ -402,6 +413,12 @@ class SegmentWidget(QWidget):
             show_error("Choose a model first")
             return
         data, name = level0(layer), layer.name
+        try:
+            data = self._channels_for_model(layer, data)
+        except InputError as exc:
+            show_error(str(exc))
+            self.status.setText(str(exc))
+            return
         classifier = self.classifier_combo.currentData()
         options = dict(self.load_options)
         cached = None if options else self._models.get((ref, config.device))

@@ -256,7 +256,7 @@ def train(
         inst = template.instances
         task = SegmentationTask(train_s, val_s, patch=config.patch, batch=batch, min_foreground=config.min_foreground, augment_kinds=kinds, step=step,
                                 params=InstanceParams(inst.foreground_threshold, inst.seed_threshold, inst.min_size),
-                                low=template.normalization.low, high=template.normalization.high)
+                                low=template.normalization.low, high=template.normalization.high, contact_weight=config.contact_weight)
     else:
         classes = sorted(class_counts(train_s + val_s))
         size = config.size or (64 if config.level == "object" else 224)

@@ -23,7 +23,7 @@ import numpy as np
 from ..inference.runnable import percentile_normalizer
 from . import augment
 from .data import Sample
-from .targets import instance_targets
+from .targets import contact_weights, instance_targets
 
 
 def normalise(img: np.ndarray, low: float = 1.0, high: float = 99.8) -> np.ndarray:
@@ -41,16 +41,22 @@ class SegmentationTask:
     kind = "segmentation"
     primary = "f1"
 
-    def __init__(self, train: list[Sample], val: list[Sample], *, patch: int, batch: int, min_foreground: float, augment_kinds, step: int, params, low=1.0, high=99.8):
+    def __init__(self, train: list[Sample], val: list[Sample], *, patch: int, batch: int, min_foreground: float, augment_kinds, step: int, params, low=1.0, high=99.8, contact_weight: float = 0.0):
         self.patch, self.batch, self.min_fg, self.step, self.params = patch, batch, min_foreground, step, params
         self.kinds = tuple(augment_kinds)
         self.xs = [normalise(s.image, low, high) for s in train]
-        self.ts = [instance_targets(s.mask) for s in train]
-        self.val = [(normalise(s.image, low, high), s.mask, instance_targets(s.mask)) for s in val]
+        self.ts = [self._targets(s.mask, contact_weight) for s in train]
+        self.val = [(normalise(s.image, low, high), s.mask, self._targets(s.mask, contact_weight)) for s in val]
         self.area = np.array([x.shape[1] * x.shape[2] for x in self.xs], np.float64)
         self.n_channels = self.xs[0].shape[0]
         # an epoch covers every training image's area about once
         self.steps_per_epoch = _batches_of(int(sum(math.ceil(a / patch**2) for a in self.area)), batch)
+
+    @staticmethod
+    def _targets(mask, contact_weight: float) -> np.ndarray:
+        """foreground, distance and (with a contact weight) the loss weight of each pixel, stacked."""
+        t = instance_targets(mask)
+        return np.concatenate([t, contact_weights(mask, contact_weight)[None]]) if contact_weight > 0 else t
 
     def _patch(self, i: int, rng) -> tuple[np.ndarray, np.ndarray]:
         x, t = self.xs[i], self.ts[i]
@@ -94,10 +100,11 @@ class SegmentationTask:
         logits = logits.float()
         fg_l, d_l = logits[:, 0], logits[:, 1]
         fg_t, d_t = target[:, 0], target[:, 1]
-        bce = F.binary_cross_entropy_with_logits(fg_l, fg_t)
+        w = target[:, 2] / target[:, 2].mean() if target.shape[1] > 2 else None  # contact weights, mean 1
+        bce = F.binary_cross_entropy_with_logits(fg_l, fg_t, weight=w)
         p = fg_l.sigmoid()
         dice = 1 - (2 * (p * fg_t).sum() + 1) / (p.sum() + fg_t.sum() + 1)
-        return bce + dice + 2 * F.binary_cross_entropy_with_logits(d_l, d_t)
+        return bce + dice + 2 * F.binary_cross_entropy_with_logits(d_l, d_t, weight=w)
 
     def validate(self, net, device, autocast) -> dict:
         import torch

@@ -1,0 +1,14 @@
+"""One line of counts for the widgets: objects, per class, and what a preset flags."""
+
+from __future__ import annotations
+
+
+def count_summary(row: dict) -> str:
+    """One line for a counts row: objects, per class, and a preset's flags (a spread that is not 46, the mitotic index)."""
+    by_class = [f"{v:,} {k[2:]}" for k, v in row.items() if k.startswith("n_") and k not in ("n_objects", "n_planes")]
+    text = f"{int(row['n_objects']):,} objects" + (": " + ", ".join(by_class) if by_class else "")
+    if "count_is_46" in row:
+        text += " · 46 chromosomes" if row["count_is_46"] else f" · {row.get('n_chromosome', 0)} chromosomes: not 46, check this spread"
+    if "mitotic_index" in row:
+        text += f" · mitotic index {100 * float(row['mitotic_index']):.1f} %"
+    return text

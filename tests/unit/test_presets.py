@@ -1,0 +1,73 @@
+"""The chromosomes and cells presets: names that work wherever a model does, and the tables they add."""
+
+import pandas as pd
+import pytest
+
+from napari_impc_dl import api
+from napari_impc_dl.cli import main
+from napari_impc_dl.errors import InputError
+from napari_impc_dl.presets import PHASES, PRESETS, classifier_path, derived_counts, get, preset_path
+
+
+def test_derived_counts_follow_the_class_names():
+    row = {"image": "a", "n_objects": 50, "n_chromosome": 46, "n_nucleus": 1, "n_debris": 3}
+    assert derived_counts(row, ["chromosome", "nucleus", "debris"])["count_is_46"] is True
+    assert derived_counts({**row, "n_chromosome": 45}, ["chromosome", "nucleus", "debris"])["count_is_46"] is False
+    cells = {"image": "b", "n_objects": 20, **{f"n_{p}": 0 for p in PHASES}, "n_interphase": 15, "n_metaphase": 3, "n_apoptosis": 2}
+    assert derived_counts(cells, PHASES)["mitotic_index"] == 0.15  # apoptotic cells are not mitotic
+    assert derived_counts({"image": "c", "n_objects": 0}, PHASES)["mitotic_index"] == 0.0
+    assert derived_counts({"n_objects": 3, "n_rod": 3}, ["rod", "debris"]) == {"n_objects": 3, "n_rod": 3}
+
+
+def test_every_preset_is_installed_and_resolves():
+    for name, p in PRESETS.items():
+        assert p.installed, name
+        assert get(name.upper()) is p and preset_path(name) == p.model_path
+    assert classifier_path("chromosomes").name == "chromosomes_classes.safetensors"
+    with pytest.raises(InputError, match="no classifier"):
+        classifier_path("nuclei")
+    with pytest.raises(InputError, match="Unknown preset"):
+        preset_path("mitochondria")
+
+
+@pytest.mark.parametrize("preset,classes,extra", [("chromosomes", ["chromosome", "nucleus", "debris"], "count_is_46"), ("cells", list(PHASES), "mitotic_index")])
+def test_segment_with_a_preset_classifies_and_writes_the_truth_columns(tmp_path, preset, classes, extra):
+    data = tmp_path / "data"
+    images = api.synth(preset, 2, data, size=384, seed=77)
+    report = api.segment(images, tmp_path / "out", model=preset)
+    counts = pd.read_csv(report.counts_csv)
+    truth = pd.read_csv(data / "truth.csv")
+    assert set(truth.columns) <= set(counts.columns)  # every truth column is a counts column, same name
+    assert {f"n_{c}" for c in classes} | {extra, "classifier_name", "classifier_hash"} <= set(counts.columns)
+    objects = pd.read_csv(report.objects_csv)
+    assert set(objects["class"]) <= set(classes) and {f"p_{c}" for c in classes} <= set(objects.columns)
+    assert (counts["n_objects"] == counts[[f"n_{c}" for c in classes]].sum(axis=1)).all()
+    # the starter is a real model: on fresh images its object count is near the truth
+    assert (counts["n_objects"] - truth["n_objects"]).abs().max() <= 0.2 * truth["n_objects"].max()
+    plain = api.segment(images, tmp_path / "plain", model=preset, classifier="none")
+    assert "count_is_46" not in pd.read_csv(plain.counts_csv).columns and "class" not in pd.read_csv(plain.objects_csv).columns
+
+
+def test_classify_with_a_preset_name_on_true_masks(tmp_path):
+    data = tmp_path / "data"
+    images = api.synth("chromosomes", 2, data, size=512, seed=78)
+    rep = api.classify(images, tmp_path / "out", model="chromosomes", labels=data / "masks")
+    got = pd.read_csv(tmp_path / "out" / "objects.csv").merge(pd.read_csv(data / "objects_truth.csv"), on=["image", "label"], suffixes=("", "_true"))
+    assert (got["class"] == got["class_true"]).mean() >= 0.9
+    assert "count_is_46" in pd.read_csv(tmp_path / "out" / "counts.csv").columns and rep.level == "object"
+
+
+def test_cli_segment_preset_prints_the_flag(tmp_path, capsys):
+    img = api.synth("chromosomes", 1, tmp_path / "d", size=384, seed=79)[0]
+    assert main(["segment", str(img), "--out", str(tmp_path / "o"), "--preset", "chromosomes"]) == 0
+    assert "count_is_46" in capsys.readouterr().out
+
+
+def test_fine_tuning_from_a_preset_takes_its_classifier_for_classification():
+    from napari_impc_dl.training.transfer import read_weights
+
+    _, card, _ = read_weights("chromosomes", "classification")
+    assert card.task == "classification" and card.classification.level == "object"
+    assert set(card.classification.classes) == {"chromosome", "nucleus", "debris"}
+    _, card, _ = read_weights("chromosomes", "segmentation")
+    assert card.task == "instance-segmentation"
