@@ -71,7 +71,7 @@ def _score_set(preset: str, folder: Path, out: Path) -> dict:
     import pandas as pd
 
     images = sorted((folder / "images").glob("*.tif"))
-    rep = api.segment(images, out, model=preset)
+    api.segment(images, out, model=preset)
     counts = pd.read_csv(out / "counts.csv").set_index("image")
     truth = pd.read_csv(folder / "truth.csv").set_index("image")
     objects = pd.read_csv(out / "objects.csv")

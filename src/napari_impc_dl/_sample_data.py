@@ -96,7 +96,7 @@ def _preset_sample(preset: str) -> list[tuple]:
         raise InputError(f"The bundled '{preset}' sample is missing from the installation ({image})", "Reinstall napari-impc-dl")
     stem = image.stem
     img = tifffile.imread(image)
-    meta = {"channel_axis": 0} if img.ndim == 3 and img.shape[0] <= 4 else {}
+    meta = {"channel_axis": 0, "colormap": ["green", "magenta"][: img.shape[0]], "blending": "additive"} if img.ndim == 3 and img.shape[0] <= 4 else {}
     layers: list[tuple] = [(img, {"name": stem, **meta}, "image")]
     truth_labels = DATA / f"{stem}_labels.tif"
     if truth_labels.is_file():

@@ -97,7 +97,7 @@ def test_phases_look_different(fields):
             area[p].append(m.sum() / (cells == k).sum() if p == "interphase" else m.sum())
             bright[p].append(image[1][objs[k - 1]][m].mean() - bg)
     assert np.median(pieces["interphase"]) == 1 and np.median(pieces["metaphase"]) == 1
-    assert np.mean(np.array(pieces["telophase"]) == 2) > 0.8
+    assert np.mean(np.array(pieces["telophase"]) == 1) > 0.8  # telophase: two daughter cells, one compact nucleus each
     assert np.mean(np.array(pieces["anaphase"]) == 2) > 0.7
     assert np.mean(np.array(pieces["apoptosis"]) >= 2) > 0.4
     assert 0.12 < np.median(area["interphase"]) < 0.45  # nucleus ~45-60 % of the diameter

@@ -18,7 +18,9 @@ How one image is made (:func:`make_cells_image`)
    shrunken body with blebs. A pixel goes to the cell with the smallest ``d`` where
    ``d < 1 + edge noise``; mitotic and apoptotic cells (rounded up, lifted) win over interphase
    neighbours. Each cell keeps its largest 4-connected piece, cells < 150 px (x size^2) are
-   dropped, ids become 1..n.
+   dropped, ids become 1..n. A telophase hourglass is then split at its furrow into the two
+   daughter cells it is becoming (each its own label, each ``telophase``: what a cell segmentation
+   should give, and how CellCognition counts telophase objects), unless a lobe was lost to a neighbour.
 3. **DNA** (:func:`_dna`), drawn in the cell's own frame on its window and clipped to the cell
    minus its rim: interphase = large oval, mottled, with dark nucleoli; prophase = same size,
    brighter, condensed granular threads; prometaphase = a ring / cluster of bright chromosome
@@ -51,7 +53,7 @@ __all__ = ["PHASES", "MITOTIC", "make_cells_image", "write_cells_dataset"]
 
 from ..presets import MITOTIC, PHASES, derived_counts  # noqa: E402  (one definition: the cells preset's classes)
 from .truth import write_truth_tables  # noqa: E402
-_WEIGHTS = dict(zip(PHASES, (0.62, 0.07, 0.05, 0.08, 0.05, 0.06, 0.07)))
+_WEIGHTS = dict(zip(PHASES, (0.62, 0.07, 0.05, 0.08, 0.05, 0.032, 0.07)))  # telophase: each makes two daughters
 _REACH = np.array([1.0, 0.92, 0.85, 0.85, 0.95, 1.1, 0.7])  # placement radius / base radius, per phase
 _DNA_BRIGHT = dict(zip(PHASES, (1.0, 1.5, 1.9, 2.1, 2.1, 1.8, 2.8)))
 
@@ -424,6 +426,22 @@ def make_cells_image(
         dna[sl] += np.where(shp, sig, 0).astype(np.float32)
         cyto[sl] += np.where(m, _cytoplasm(c, yy, xx, shp, tex_c[sl], L), 0).astype(np.float32)
         level[j], phases[j] = c.level, c.phase
+    n = len(kept)
+    for j, (i, sl) in enumerate(kept, start=1):  # telophase: two daughter cells, split at the furrow
+        c = cells[i]
+        if c.phase != "telophase":
+            continue
+        u, _ = _frame(c, *_rel(c, sl))
+        own = labels[sl] == j
+        half = own & (u >= 0)
+        small = round(150 * L**2)
+        if min(half.sum(), (own & ~half).sum()) < small or ndi.label(half)[1] != 1 or ndi.label(own & ~half)[1] != 1:
+            continue  # a lobe lost to a neighbour: it stays one cell
+        n += 1
+        labels[sl][half] = n
+        nuclei[sl][(nuclei[sl] == j) & (u >= 0)] = n
+        level = np.append(level, level[j])
+        phases[n] = "telophase"
     rim = np.zeros((H, W), bool)  # membrane: cell pixels with a 4-neighbour of another id
     for a, b, ra, rb in ((labels[1:], labels[:-1], rim[1:], rim[:-1]), (labels[:, 1:], labels[:, :-1], rim[:, 1:], rim[:, :-1])):
         ra |= (a != b) & (a > 0)

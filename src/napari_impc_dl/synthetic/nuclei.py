@@ -508,7 +508,7 @@ def write_nuclei_dataset(
     """Write ``n`` synthetic images and instance masks for training or testing.
 
     Files are ``out_dir/images/nuclei_<seed>_<i:04d>.tif`` and ``out_dir/masks/<same name>``
-    (``int32`` labels). Image ``i`` equals ``make_nuclei_image((size, size),
+    (``int32`` labels), ``truth.csv`` (image, n_objects) and ``objects_truth.csv`` (image, label, class). Image ``i`` equals ``make_nuclei_image((size, size),
     dataset_image_seed(seed, i))``, so a dataset is reproducible and different seeds never share
     images. Each file is written to a temporary file in the same folder, then renamed.
 
@@ -543,6 +543,8 @@ def write_nuclei_dataset(
     out = pathlib.Path(out_dir)
     img_dir, mask_dir = out / "images", out / "masks"
     paths: list[pathlib.Path] = []
+    truth: list[dict] = []
+    objects: list[tuple] = []
     for i in range(n):
         if cancel is not None and cancel.cancelled:
             for p in paths:  # a cancelled run leaves nothing that looks like a dataset
@@ -562,8 +564,14 @@ def write_nuclei_dataset(
                 "Choose a folder you can write to, with free disk space.",
             ) from exc
         paths.append(img_dir / name)
+        truth.append({"image": name[:-4], "n_objects": int(labels.max())})
+        objects += [(name[:-4], k, "nucleus") for k in range(1, int(labels.max()) + 1)]
         if progress is not None:
             progress(i + 1, n)
+    if paths:
+        from .truth import write_truth_tables
+
+        write_truth_tables(out, truth, objects)  # the nuclei preset's counts column, and every object's class
     return paths
 
 

@@ -1,0 +1,81 @@
+"""The chromosomes and cells presets in napari: sample data, Segment (then classify, counts, flag), Classify."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from test_segment_widget import click, open_segment
+
+PLUGIN = "napari-impc-dl"
+
+
+@pytest.fixture(autouse=True)
+def _library(tmp_path, monkeypatch):
+    monkeypatch.setenv("NAPARI_IMPC_DL_HOME", str(tmp_path / "home"))
+
+
+def test_chromosomes_preset_segments_classifies_and_counts(make_napari_viewer, qtbot, wait_idle):
+    from napari_impc_dl.synthetic.chromosomes import make_spread
+
+    viewer = make_napari_viewer()
+    seg = open_segment(viewer)
+    img, _, classes = make_spread((384, 384), seed=41)
+    viewer.add_image(img, name="spread")
+    seg.reset_choices()
+    seg.set_model("chromosomes")
+    assert seg.classifier_combo.currentData() == "chromosomes"  # the preset brings its classifier
+    assert "metaphase" in seg.model_info.text().lower() or "spread" in seg.model_info.text().lower()
+    click(qtbot, seg.run_button)
+    wait_idle(seg, 120)
+    f = viewer.layers["spread labels"].features
+    assert {"class", "p_chromosome", "p_nucleus", "p_debris"} <= set(f.columns) and set(f["class"]) <= {"chromosome", "nucleus", "debris"}
+    text = seg.count.text()
+    assert "chromosome" in text and "46" in text
+    n = int((f["class"] == "chromosome").sum())
+    assert (n == 46) == ("not 46" not in text)
+    seg.set_model("nuclei")  # leaving the preset puts "no" back
+    assert seg.classifier_combo.currentData() is None
+
+
+def test_cells_sample_channels_are_stacked_for_the_cells_preset(make_napari_viewer, qtbot, wait_idle):
+    viewer = make_napari_viewer()
+    viewer.open_sample(PLUGIN, "cells")
+    names = [lyr.name for lyr in viewer.layers]
+    assert "sample_cells" in names and "sample_cells [1]" in names and "sample_cells ground truth" in names
+    assert not viewer.layers["sample_cells ground truth"].visible
+    assert "class" in viewer.layers["sample_cells ground truth"].features.columns
+    seg = open_segment(viewer)
+    seg.reset_choices()
+    seg.image_combo.setCurrentText("sample_cells")
+    seg.set_model("cells")
+    assert seg.classifier_combo.currentData() == "cells"
+    click(qtbot, seg.run_button)
+    wait_idle(seg, 180)
+    labels = viewer.layers["sample_cells labels"]
+    assert labels.data.shape == viewer.layers["sample_cells"].data.shape
+    assert "mitotic index" in seg.count.text() and "interphase" in seg.count.text()
+    truth = viewer.layers["sample_cells ground truth"].data
+    assert abs(int(labels.data.max()) - int(truth.max())) <= 0.15 * truth.max()
+
+
+def test_classify_widget_lists_the_presets_with_their_card(make_napari_viewer):
+    from napari_impc_dl._qt.classify_widget import ClassifyWidget
+
+    viewer = make_napari_viewer()
+    _, w = viewer.window.add_plugin_dock_widget(PLUGIN, "Classify")
+    assert isinstance(w, ClassifyWidget)
+    for name in ("chromosomes", "cells"):
+        idx = w.model_combo.findData(name)
+        assert idx >= 0
+        w.model_combo.setCurrentIndex(idx)
+        assert "object level" in w.model_info.text() and "synthetic" in w.model_info.toolTip().lower()
+    assert w.model_combo.findData("nuclei") < 0  # a segmentation preset is no classifier
+
+
+def test_chromosomes_sample_opens_with_its_truth(make_napari_viewer):
+    viewer = make_napari_viewer()
+    viewer.open_sample(PLUGIN, "chromosomes")
+    truth = viewer.layers["sample_chromosomes ground truth"]
+    assert truth.metadata["truth"]["n_chromosome"] == int((truth.features["class"] == "chromosome").sum())
+    assert viewer.layers["sample_chromosomes"].data.dtype == np.uint8
