@@ -13,8 +13,15 @@ Writes (PNG):
 - ``train.png``     the Train widget training an object classifier, its live plot mid-run;
 - ``trained.png``   the same at the end: validation figures and the confusion matrix;
 - ``classified.png`` the Classify widget's result: the layer coloured by predicted class, with its legend.
+- ``chromosomes.png`` the ``chromosomes`` preset on its sample spread: coloured by class, counted;
+- ``chromosomes-flagged.png`` a spread of 44 chromosomes, flagged as not 46;
+- ``cells.png``     the ``cells`` preset on its sample: cells coloured by mitosis phase, counts and mitotic index.
+- ``zoo-open.png``, ``zoo-card.png``, ``zoo-run.png``, ``zoo-library.png``, ``zoo-export.png``, ``zoo-trust.png``
+  the Model Zoo widget: its Package menu; the card of a package zip dropped on napari (our bundled ``nuclei``
+  model, exported into a temporary folder: no network); that package run on the sample; added to the library;
+  a model exported through the form; the trust box of a package that builds its network with its own code.
 
-``--only segment`` or ``--only teach`` makes one half.
+``--only segment``, ``--only teach``, ``--only presets`` or ``--only zoo`` makes one part.
 
 Takes a minute or two on a laptop CPU. The guide (docs/user-guide.md) shows these files; rerun
 this script whenever a widget changes, and commit the PNGs.
@@ -70,7 +77,7 @@ def _grab_screen(window):
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default=str(Path(__file__).parent / "images"))
-    ap.add_argument("--only", choices=["all", "segment", "teach"], default="all")
+    ap.add_argument("--only", choices=["all", "segment", "teach", "presets", "zoo"], default="all")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -93,6 +100,14 @@ def main() -> None:
         _settle(QApplication.instance(), 0.3)
         viewer.reset_view()
 
+    if args.only in ("all", "zoo"):
+        _zoo(napari, out, narrow_docks)
+    if args.only == "zoo":
+        return
+    if args.only in ("all", "presets"):
+        _presets(napari, out, narrow_docks)
+    if args.only == "presets":
+        return
     if args.only in ("all", "teach"):
         _teach(napari, out, narrow_docks)
     if args.only == "teach":
@@ -158,6 +173,173 @@ def main() -> None:
     _save(viewer.screenshot(canvas_only=False, flash=False), out / "big-image.png")
     viewer.close()
 
+
+
+def _presets(napari, out: Path, narrow_docks) -> None:
+    """The presets' sections: a spread segmented, classified and counted; a flagged spread; cells by phase."""
+    from qtpy.QtWidgets import QApplication
+
+    from napari_impc_dl.synthetic.chromosomes import make_spread
+
+    viewer = napari.Viewer(show=True, title="napari-impc-dl")
+    app = QApplication.instance()
+    viewer.window._qt_window.move(0, 0)
+    viewer.window.resize(1600, 1000)
+    viewer.open_sample(PLUGIN, "chromosomes")
+    _, seg = viewer.window.add_plugin_dock_widget(PLUGIN, "Segment")
+    seg.image_combo.setCurrentText("sample_chromosomes")
+    seg.set_model("chromosomes")
+    narrow_docks(viewer)
+    seg.run_button.click()
+    _wait(app, lambda: not seg.running)
+    viewer.layers.selection.active = viewer.layers["sample_chromosomes labels"]
+    viewer.camera.center = (512, 512)
+    viewer.camera.zoom = 0.95
+    _settle(app, 1.0)
+    _save(viewer.screenshot(canvas_only=False, flash=False), out / "chromosomes.png")
+
+    # a spread that is not 46: the first seed (from 500) whose spread holds 44 and that the models count right
+    for seed in range(500, 600):
+        img, lab, classes = make_spread((768, 768), seed=seed)
+        if sum(v == "chromosome" for v in classes.values()) != 44:
+            continue
+        for lyr in list(viewer.layers):
+            viewer.layers.remove(lyr)
+        viewer.add_image(img, name=f"spread_{seed}")
+        seg.reset_choices()
+        seg.image_combo.setCurrentText(f"spread_{seed}")
+        seg.run_button.click()
+        _wait(app, lambda: not seg.running)
+        if "44 chromosomes: not 46" in seg.count.text():
+            break
+    viewer.layers.selection.active = viewer.layers[f"spread_{seed} labels"]
+    viewer.reset_view()
+    _settle(app, 1.0)
+    _save(viewer.screenshot(canvas_only=False, flash=False), out / "chromosomes-flagged.png")
+    viewer.close()
+
+    viewer = napari.Viewer(show=True, title="napari-impc-dl")
+    viewer.window._qt_window.move(0, 0)
+    viewer.window.resize(1600, 1000)
+    viewer.open_sample(PLUGIN, "cells")
+    _, seg = viewer.window.add_plugin_dock_widget(PLUGIN, "Segment")
+    seg.image_combo.setCurrentText("sample_cells")
+    seg.set_model("cells")
+    narrow_docks(viewer)
+    seg.run_button.click()
+    _wait(app, lambda: not seg.running)
+    labels = viewer.layers["sample_cells labels"]
+    labels.contour = 2
+    viewer.layers.selection.active = labels
+    viewer.camera.center = (380, 420)
+    viewer.camera.zoom = 1.5
+    _settle(app, 1.0)
+    _save(viewer.screenshot(canvas_only=False, flash=False), out / "cells.png")
+    viewer.close()
+
+def _zoo(napari, out: Path, narrow_docks) -> None:
+    """The Model Zoo chapter: open a package (menu, dropped zip), its card, run it, add it to the library,
+    the trust box of a package with its own code, export a model through the form."""
+    import os
+
+    from qtpy.QtWidgets import QApplication, QScrollArea
+
+    from napari_impc_dl import api
+
+    def show(zoo, widget=None) -> None:  # uses the current `viewer`
+        """Scroll the widget's panel to ``widget`` (None: the top) and fit the image to the canvas."""
+        area = zoo.findChild(QScrollArea)
+        _settle(app, 0.3)
+        if widget is None:
+            area.verticalScrollBar().setValue(0)
+        else:
+            area.ensureWidgetVisible(widget, 0, 40)
+        viewer.reset_view()
+        _settle(app, 1.0)
+
+    before = os.environ.get("NAPARI_IMPC_DL_HOME")
+    os.environ["NAPARI_IMPC_DL_HOME"] = tempfile.mkdtemp(prefix="impc-guide-zoo-lib-")  # an empty library, for now
+    work = Path(tempfile.mkdtemp(prefix="impc-guide-zoo-"))
+    # the package to show: our bundled model, exported as a Model Zoo package (offline)
+    pkg = api.export_model("nuclei", work / "impc-nuclei.zip", name="impc-nuclei", authors=["napari-impc-dl developers"], license="MIT").path
+
+    viewer = napari.Viewer(show=True, title="napari-impc-dl")
+    app = QApplication.instance()
+    window = viewer.window._qt_window
+    window.move(0, 0)
+    viewer.window.resize(1600, 1000)
+    _, zoo = viewer.window.add_plugin_dock_widget(PLUGIN, "Model Zoo")
+    narrow_docks(viewer, 470)
+    # 1. the Package menu: library models (none yet), a package file, a package folder
+    zoo.package_combo.showPopup()
+    _settle(app, 0.8)
+    _save(_grab_screen(window), out / "zoo-open.png")
+    zoo.package_combo.hidePopup()
+    # 2. a zip dropped on napari: the widget reads the package, shows its card and adds its test input
+    viewer.open(str(pkg), plugin=PLUGIN)
+    _wait(app, lambda: not zoo.running and zoo.info is not None and "impc-nuclei test input" in viewer.layers)
+    show(zoo)
+    _save(viewer.screenshot(canvas_only=False, flash=False), out / "zoo-card.png")
+    # 3. run it on the sample image with the embedded Segment controls
+    viewer.open_sample(PLUGIN, "nuclei")
+    viewer.layers["impc-nuclei test input"].visible = False
+    zoo.segment.reset_choices()
+    zoo.segment.image_combo.setCurrentText("sample_nuclei")
+    zoo.segment.run_button.click()
+    _wait(app, lambda: not zoo.running)
+    viewer.layers.selection.active = viewer.layers["sample_nuclei labels"]
+    show(zoo, zoo.segment.status)
+    viewer.camera.center = (300, 330)
+    viewer.camera.zoom = 1.4
+    _settle(app, 1.0)
+    _save(viewer.screenshot(canvas_only=False, flash=False), out / "zoo-run.png")
+    # 4. add it to the library: from now on a name for `segment --model` and the model menus
+    zoo.add_button.click()
+    _wait(app, lambda: not zoo.running and "library" in zoo.status.text())
+    show(zoo)
+    viewer.camera.center = (300, 330)
+    viewer.camera.zoom = 1.4
+    zoo.package_combo.showPopup()
+    _settle(app, 0.8)
+    _save(_grab_screen(window), out / "zoo-library.png")
+    zoo.package_combo.hidePopup()
+    # 5. export a model as a package through the form (re-tested before it is written); its card follows
+    zoo.export_box.expand(animate=False)
+    (work / "shared").mkdir()
+    zoo.set_export_model("nuclei")
+    zoo.export_out.setText(str(work / "shared" / "my-nuclei.zip"))
+    zoo.export_name.setText("my-nuclei")
+    zoo.export_authors.setText("Ada Lovelace; Alan Turing")
+    zoo.export_license.setCurrentText("CC-BY-4.0")
+    zoo.export_button.click()
+    _wait(app, lambda: not zoo.running and zoo.info is not None and zoo.info["name"] == "my-nuclei")
+    zoo.export_box.expand(animate=False)
+    show(zoo, zoo.status)
+    viewer.camera.center = (300, 330)
+    viewer.camera.zoom = 1.4
+    _settle(app, 1.0)
+    _save(viewer.screenshot(canvas_only=False, flash=False), out / "zoo-export.png")
+    viewer.close()
+
+    # 6. a package whose network is built by its own Python code (a small test package): the trust box
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+    import zoo_packages
+
+    code_pkg, _ = zoo_packages.build_v05(work, kind="arch_file", name="code-net")
+    viewer = napari.Viewer(show=True, title="napari-impc-dl")
+    viewer.window._qt_window.move(0, 0)
+    viewer.window.resize(1600, 1000)
+    _, zoo = viewer.window.add_plugin_dock_widget(PLUGIN, "Model Zoo")
+    narrow_docks(viewer, 470)
+    viewer.open(str(code_pkg), plugin=PLUGIN)
+    _wait(app, lambda: not zoo.running and zoo.info is not None)
+    show(zoo, zoo.trust_warning)
+    _save(viewer.screenshot(canvas_only=False, flash=False), out / "zoo-trust.png")
+    viewer.close()
+    if before is None:  # the other parts start from their own library
+        os.environ.pop("NAPARI_IMPC_DL_HOME", None)
+    else:
+        os.environ["NAPARI_IMPC_DL_HOME"] = before
 
 def _teach(napari, out: Path, narrow_docks) -> None:
     """The "Teach it your objects" chapter: annotate, train (live plot, confusion matrix), classify."""

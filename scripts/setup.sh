@@ -6,7 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-python3}"
 stamp=.venv/.setup-stamp
-want="$(cat pyproject.toml requirements/constraints.txt scripts/setup.sh | sha256sum | cut -c1-16)"
+sha() { if command -v sha256sum >/dev/null; then sha256sum; else shasum -a 256; fi; }  # macOS has only shasum
+want="$(cat pyproject.toml requirements/constraints.txt scripts/setup.sh | sha | cut -c1-16)"
 if [ -x .venv/bin/python ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   exit 0
 fi

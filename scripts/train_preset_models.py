@@ -34,11 +34,11 @@ DATA = ROOT / "src/napari_impc_dl/data"
 #: per preset: dataset seeds, data sizes, the U-Net's and the classifier's training settings, card texts
 SETUP = {
     "chromosomes": {
-        "seeds": (1100, 2100, 3100), "n_train": 200, "n_val": 16, "size": 512,
+        "seeds": (1100, 2100, 3100), "n_train": 120, "n_val": 10, "size": 768,
         "seg": {"arch": "mobilenetv3-minimal", "patch": 256, "batch": 8, "lr": 3e-3, "epochs": 24, "patience": 8, "contact_weight": 5.0},
         "cls": {"arch": "mobilenetv3-small", "size": 64, "input": "image+mask", "crop": "bbox", "margin": 0.25, "batch": 64, "lr": 2e-3, "epochs": 40, "patience": 8},
         "data": (
-            "Synthetic Giemsa-stained metaphase spreads only ({n} 512x512 images of napari_impc_dl.synthetic.chromosomes, dataset seed {seed}): "
+            "Synthetic Giemsa-stained metaphase spreads only ({n} 768x768 images of napari_impc_dl.synthetic.chromosomes, dataset seed {seed}): "
             "46 chromosomes (or aneuploid 44-48, or partial spreads) with human karyotype lengths and centromere positions, G-band-like texture, "
             "touching and crossing pairs, 0-3 interphase nuclei, debris and stain blobs, uneven light, blur and noise. "
             "Never trained on real microscopy: check it on your spreads (and fine-tune on a few annotated ones) before reporting counts."

@@ -5,6 +5,7 @@
     relabel        cached probabilities + new thresholds -> labels and table again, without the model
     segment        files in, files out: <stem>_labels.tif|.zarr, objects.csv, counts.csv in one folder
                    (``classifier=``: each object classified too: class and p_<class> columns, n_<class> counts)
+    batch          a folder / glob / CSV of images, resumable, in this process or on a dask cluster (``client=``)
     train_segmentation / train_classification   a model and its reports in a folder (see training/run.py)
     load_classifier  training folder / checkpoint / Model Zoo package -> a classifier Runnable
     classify       files in, files out: predictions.csv (image level) or objects.csv + counts.csv (object level)
@@ -177,6 +178,40 @@ def segment(
     return SegmentReport(out, label_files, out / "objects.csv", out / "counts.csv", results_rows, timings)
 
 
+def batch(
+    inputs,
+    out_dir: str | os.PathLike,
+    *,
+    model=None,
+    config: SegmentConfig | None = None,
+    classifier=None,
+    workers: int | None = None,
+    scheduler: str | None = None,
+    client=None,
+    force: bool = False,
+    hash_inputs: bool = False,
+    weights: str | None = None,
+    trust_code: bool = False,
+    progress: Progress | None = None,
+    cancel: CancelToken | None = None,
+    **overrides,
+):
+    """Segment a folder (recursive), a glob, a CSV with a ``path`` column, or files; resumable (see docs/batch.md).
+
+    Writes ``<name>_labels.tif`` per image, merged ``objects.csv`` / ``counts.csv``, ``manifest.csv`` and
+    ``failures.csv`` (a bad image is recorded, the run goes on). A rerun skips finished images whose input,
+    model and parameters are unchanged (``force=True`` redoes all). In this process by default; on dask with
+    ``workers=N`` (a LocalCluster), ``scheduler="tcp://..."`` or ``client=`` (a ``distributed.Client``).
+    ``overrides`` are :class:`SegmentConfig` fields. Returns a :class:`~napari_impc_dl.distributed.run.BatchReport`.
+    """
+    from .config import BatchConfig
+    from .distributed.run import run_batch
+
+    config = config or validated(SegmentConfig, **overrides)
+    options = validated(BatchConfig, workers=workers, scheduler=scheduler, force=force, hash_inputs=hash_inputs)
+    return run_batch(inputs, out_dir, model=model, config=config, options=options, classifier=classifier, weights=weights, trust_code=trust_code, client=client, progress=progress, cancel=cancel)
+
+
 def _preset_classifier(model, classifier):
     """The classifier a ``segment`` run uses: the one given, none (``"none"``), or the model preset's own."""
     from .presets import get
@@ -264,7 +299,7 @@ def synth(kind: str, n: int, out_dir: str | os.PathLike, *, size: int | None = N
     (image, label, class). ``density`` / ``contrast`` / ``scale`` move the ``chromosomes`` and
     ``cells`` generators away from their defaults (domain-shifted test sets).
     """
-    defaults = {"nuclei": 256, "shapes": 256, "views": 256, "chromosomes": 512, "cells": 512}
+    defaults = {"nuclei": 256, "shapes": 256, "views": 256, "chromosomes": 768, "cells": 512}
     if kind not in defaults:
         raise InputError(f"Unknown synthetic dataset '{kind}'", f"Available: {', '.join(defaults)}")
     size = defaults[kind] if size is None else size

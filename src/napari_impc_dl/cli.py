@@ -1,6 +1,7 @@
 """``napari-impc-dl``: the command line. Each subcommand maps onto one function of :mod:`napari_impc_dl.api`.
 
     napari-impc-dl segment INPUT... --out DIR [--preset nuclei | --model PATH] [--tile N] [--halo N] [--batch N] [--device D]
+    napari-impc-dl batch INPUT --out DIR [--preset P | --model M] [--classifier M] [--workers N | --cluster local:N | --scheduler ADDRESS] [--force]
     napari-impc-dl synth nuclei --n N --out DIR [--size S] [--seed K]
     napari-impc-dl evaluate --pred DIR --truth DIR [--csv FILE]
     napari-impc-dl train segmentation --images DIR --masks DIR --out DIR [--from M] [--mode fine-tune|head-only] ...
@@ -49,6 +50,11 @@ def _add_segment(sub) -> None:
     p = sub.add_parser("segment", help="segment images into instance labels + objects.csv + counts.csv")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files: tif, ome-tif, zarr / ome-zarr, png, jpg, npy")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (created if missing)")
+    _segment_options(p)
+
+
+def _segment_options(p) -> None:
+    """The model, tiling, device and postprocessing options of ``segment`` (``batch`` has them too)."""
     g = p.add_mutually_exclusive_group()
     g.add_argument("--preset", default=None, help="bundled workflow: nuclei (default), chromosomes (segment + classify + count per spread), cells (segment + mitosis phase per cell)")
     g.add_argument("--model", default=None, metavar="PATH_OR_NAME", help="a checkpoint (.safetensors), a BioImage Model Zoo package (zip, folder, rdf.yaml) or a model name from `zoo list`")
@@ -66,16 +72,22 @@ def _add_segment(sub) -> None:
     p.add_argument("--classifier", default=None, metavar="MODEL", help="an object classifier (preset, training folder, checkpoint or package): adds class and p_<class> columns to objects.csv, n_<class> to counts.csv; the chromosomes and cells presets use their own unless this says another, or 'none'")
 
 
-def _run_segment(a) -> int:
-    from . import api
+def _segment_config(a):
+    """The SegmentConfig of the options :func:`_segment_options` added."""
     from .config import SegmentConfig, validated
 
     axis = a.channel_axis
     axis = "auto" if axis == "auto" else None if axis.lower() == "none" else _int(axis, "--channel-axis")
-    cfg = validated(
+    return validated(
         SegmentConfig, tile=a.tile, halo=a.halo, batch=a.batch, device=a.device, channel=a.channel, channel_axis=axis,
         foreground_threshold=a.foreground_threshold, seed_threshold=a.seed_threshold, min_size=a.min_size,
     )
+
+
+def _run_segment(a) -> int:
+    from . import api
+
+    cfg = _segment_config(a)
     t0 = time.perf_counter()
     model = a.model or a.preset
     if a.weights or a.trust_code:  # Model Zoo options: load the package here with them
@@ -89,6 +101,57 @@ def _run_segment(a) -> int:
     print(f"objects: {report.objects_csv}")
     print(f"counts:  {report.counts_csv}")
     print(f"{report.n_objects} objects in {len(report.counts)} image(s), {time.perf_counter() - t0:.1f} s")
+    return 0
+
+
+def _add_batch(sub) -> None:
+    p = sub.add_parser("batch", help="segment a folder, glob or CSV of images: resumable, failures recorded, on a dask cluster if asked")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="a folder (searched recursively for tif, png, jpg, npy, .zarr), a quoted glob ('plates/**/*.tif'), a CSV with a 'path' column (other columns go into the tables), or image files")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder (created if missing); rerunning into it resumes")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--workers", type=int, default=None, metavar="N", help="run on a dask LocalCluster of N worker processes (default: in this process)")
+    g.add_argument("--cluster", default=None, metavar="local:N", help="the same as --workers N")
+    g.add_argument("--scheduler", default=None, metavar="ADDRESS", help="run on a running dask scheduler, e.g. tcp://HOST:8786 (dask scheduler / dask worker, dask-jobqueue; see docs/batch.md)")
+    p.add_argument("--force", action="store_true", help="redo every image, also those an earlier run finished")
+    p.add_argument("--hash", dest="hash_inputs", action="store_true", help="recognise unchanged inputs by their sha256 instead of their modification time")
+    _segment_options(p)
+
+
+def _run_batch(a) -> int:
+    from . import api
+    from .distributed.progress import BatchProgress
+    from .errors import Cancelled
+
+    cfg = _segment_config(a)
+    workers = a.workers
+    if a.cluster is not None:
+        kind, _, n = a.cluster.partition(":")
+        if kind.strip().lower() != "local" or not n.strip().isdigit():
+            raise InputError(f"--cluster must be local:N (got {a.cluster!r})", "For Slurm, PBS or LSF start a scheduler and workers with dask-jobqueue and pass --scheduler ADDRESS (see docs/batch.md)")
+        workers = int(n)
+    bar = BatchProgress()
+    try:
+        r = api.batch(
+            a.inputs, a.out, model=a.model or a.preset, config=cfg, classifier=a.classifier, workers=workers, scheduler=a.scheduler,
+            force=a.force, hash_inputs=a.hash_inputs, weights=a.weights, trust_code=a.trust_code, progress=bar,
+        )
+    except (Cancelled, KeyboardInterrupt):
+        bar.close()
+        print(f"cancelled: finished images are kept in {a.out}; rerun the same command to do the rest", file=sys.stderr)
+        return 130
+    bar.close()
+    done = r.n_inputs - r.n_failed
+    print(f"{done} of {r.n_inputs} image(s) done ({len(r.computed)} computed now, {len(r.skipped)} finished before), {r.n_objects} objects, {r.seconds:.1f} s")
+    for path in r.tables:
+        print(f"{path.stem + ':':<9}{path}")
+    print(f"{'manifest:':<9}{r.manifest_csv}")
+    if r.failures:
+        print(f"{r.n_failed} image(s) failed, listed in {r.failures_csv}:", file=sys.stderr)
+        for path, reason in r.failures[:10]:
+            print(f"  {path}: {reason}", file=sys.stderr)
+        if r.n_failed > 10:
+            print(f"  ... and {r.n_failed - 10} more", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -136,13 +199,14 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_segment(sub)
+    _add_batch(sub)
     p = sub.add_parser("synth", help="write a synthetic dataset with ground truth")
     p.add_argument("kind", choices=["nuclei", "shapes", "views", "chromosomes", "cells"], help=(
         "nuclei: images/ + masks/; shapes: rods, nuclei and debris with labels/ + classes.csv; views: X-ray-like dorsoventral/ and lateral/ images; "
         "chromosomes: metaphase spreads, cells: two-channel cells with a mitosis phase (both: images/, masks/, truth.csv, objects_truth.csv)"))
     p.add_argument("--n", type=int, required=True, help="number of images")
-    p.add_argument("--out", required=True, metavar="DIR")
-    p.add_argument("--size", type=int, default=None, help="image side in pixels (default 512 for chromosomes and cells, else 256)")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder (created if missing)")
+    p.add_argument("--size", type=int, default=None, help="image side in pixels (default 768 for chromosomes, 512 for cells, else 256)")
     p.add_argument("--seed", type=int, default=0, help="dataset seed (default 0)")
     p.add_argument("--density", type=float, default=1.0, help="chromosomes / cells: x the default density (tighter spreads, more cells), for shifted test sets")
     p.add_argument("--contrast", type=float, default=1.0, help="chromosomes / cells: x the default staining contrast")
@@ -156,8 +220,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_classify(sub)
     _add_zoo(sub)
     p = sub.add_parser("demo", help="segment the bundled sample image with the bundled nuclei model")
-    p.add_argument("--out", default="napari-impc-dl-demo", metavar="DIR")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--out", default="napari-impc-dl-demo", metavar="DIR", help="output folder (created if missing)")
+    p.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, cuda:N, mps")
     return ap
 
 
@@ -165,26 +229,26 @@ def _add_zoo(sub) -> None:
     z = sub.add_parser("zoo", help="BioImage Model Zoo: import, test and export model packages (offline)")
     zs = z.add_subparsers(dest="zoo_command", required=True, metavar="ACTION")
     p = zs.add_parser("import", help="validate a package (zip, folder or rdf.yaml) and add it to the local model library")
-    p.add_argument("package", metavar="PATH")
+    p.add_argument("package", metavar="PATH", help="a package zip, its unzipped folder or its rdf.yaml (never downloaded)")
     p.add_argument("--name", default=None, help="library name (default: from the package's name)")
     p.add_argument("--force", action="store_true", help="replace a library model of the same name")
     p = zs.add_parser("test", help="run a package's test inputs and compare with its test outputs; exit 0 only on pass")
-    p.add_argument("package", metavar="PATH_OR_NAME")
+    p.add_argument("package", metavar="PATH_OR_NAME", help="a package zip, folder or rdf.yaml, or a model name from `zoo list`")
     p.add_argument("--weights", default=None, metavar="FORMAT", help="torchscript, pytorch_state_dict or onnx (default: the first present)")
     p.add_argument("--trust-code", action="store_true", help="allow the package's own Python code to build its network")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps")
     p = zs.add_parser("export", help="export a preset, checkpoint or training folder (segmentation or classifier) as a spec 0.5 package (zip)")
     p.add_argument("model", metavar="MODEL", help="a bundled preset name, a .safetensors checkpoint or a training folder")
-    p.add_argument("--out", required=True, metavar="PKG.zip")
+    p.add_argument("--out", required=True, metavar="PKG.zip", help="the package file to write (its folder must exist)")
     p.add_argument("--name", default=None, help="package name (default: the model's)")
-    p.add_argument("--description", default=None)
+    p.add_argument("--description", default=None, help="one paragraph (default: the model card's)")
     p.add_argument("--authors", nargs="+", default=None, metavar="NAME", help="one or more author names (or 'A; B')")
     p.add_argument("--license", default=None, help="SPDX licence id, e.g. MIT or CC-BY-4.0 (default: the model card's)")
     p.add_argument("--cite", nargs="+", default=None, metavar="'TEXT | DOI_OR_URL'", help="extra citations")
-    p.add_argument("--tags", nargs="+", default=None)
+    p.add_argument("--tags", nargs="+", default=None, help="extra keywords for the Model Zoo")
     zs.add_parser("list", help="list the models in the local library")
     p = zs.add_parser("remove", help="remove a model from the local library")
-    p.add_argument("name")
+    p.add_argument("name", help="the model's name in `zoo list`")
 
 
 def _run_zoo(a) -> int:
@@ -222,7 +286,7 @@ def _add_train(sub) -> None:
     t = sub.add_parser("train", help="train or fine-tune a segmentation U-Net or a classifier (model + reports in --out)")
     ts = t.add_subparsers(dest="task", required=True, metavar="TASK")
     seg = ts.add_parser("segmentation", help="instance segmentation from images + instance masks (matched by file name)")
-    seg.add_argument("--images", required=True, metavar="DIR")
+    seg.add_argument("--images", required=True, metavar="DIR", help="training images (tif, png, npy, ...)")
     seg.add_argument("--masks", required=True, metavar="DIR", help="instance masks: 0 background, 1..n one id per object")
     seg.add_argument("--arch", default=None, help="encoder: mobilenetv3-minimal (default), resnet18, resnet34, efficientnet-b0, mobilenetv3-small, tiny")
     seg.add_argument("--patch", type=int, default=None, help="training patch side in pixels (default 256)")
@@ -249,7 +313,7 @@ def _add_train(sub) -> None:
         p.add_argument("--from", dest="from_model", default=None, metavar="M", help="start from a checkpoint, training folder, state-dict file or Model Zoo package")
         p.add_argument("--mode", choices=["fine-tune", "head-only"], default=None, help="fine-tune all layers (default) or train the head only")
         p.add_argument("--epochs", type=int, default=None, help="default 100 (early stop and --time-limit may end sooner)")
-        p.add_argument("--batch", type=int, default=None)
+        p.add_argument("--batch", type=int, default=None, help="samples per step (default 8 patches for segmentation, 32 crops or images for classification)")
         p.add_argument("--lr", type=float, default=None, help="learning rate (default 3e-4)")
         p.add_argument("--patience", type=int, default=None, help="early stop after this many epochs without improvement (default 15, 0: never)")
         g = p.add_mutually_exclusive_group()
@@ -257,8 +321,8 @@ def _add_train(sub) -> None:
         g.add_argument("--val", dest="val_dir", default=None, metavar="DIR", help="a separate validation set, laid out like the training data")
         p.add_argument("--time-limit", dest="time_limit_min", type=float, default=None, metavar="MIN", help="wall-clock limit in minutes")
         p.add_argument("--resume", action="store_true", help="continue the run in --out")
-        p.add_argument("--device", default=None)
-        p.add_argument("--seed", type=int, default=None)
+        p.add_argument("--device", default=None, help="auto (cuda > mps > cpu), cpu, cuda, cuda:N, mps (default auto)")
+        p.add_argument("--seed", type=int, default=None, help="seed of the validation split, the initial weights, the sampling and the augmentations: same seed, same run (default 0)")
         p.add_argument("--channel", type=int, default=None, help="train on this channel of multichannel images")
         p.add_argument("--augment", nargs="+", default=None, choices=["flips", "rot90", "intensity", "noise", "affine", "elastic"], help="augmentations (default: the task's)")
         p.add_argument("--name", default=None, help="model name (default: the --out folder's name)")
@@ -303,11 +367,11 @@ def _add_classify(sub) -> None:
     p = sub.add_parser("classify", help="classify images (predictions.csv) or their labelled objects (objects.csv + counts.csv)")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files")
     p.add_argument("--model", required=True, metavar="M", help="a classifier: a preset that classifies objects (chromosomes, cells), training folder, checkpoint, Model Zoo package or library name")
-    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder (created if missing)")
     p.add_argument("--labels", nargs="+", default=None, metavar="FILES_OR_DIR", help="object classifiers: label images (one per input) or a folder (e.g. a segment --out)")
     p.add_argument("--channel", type=int, default=None, help="use only this channel of multichannel images")
     p.add_argument("--batch", type=int, default=None, help="crops or images per forward pass (default 64 on the CPU, 256 on a GPU)")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, cuda:N, mps")
 
 
 def _run_classify(a) -> int:
@@ -326,7 +390,7 @@ def _run_classify(a) -> int:
     return 0
 
 
-_COMMANDS = {"train": _run_train, "classify": _run_classify, "segment": _run_segment, "synth": _run_synth, "evaluate": _run_evaluate, "demo": _run_demo, "zoo": _run_zoo}
+_COMMANDS = {"train": _run_train, "classify": _run_classify, "segment": _run_segment, "batch": _run_batch, "synth": _run_synth, "evaluate": _run_evaluate, "demo": _run_demo, "zoo": _run_zoo}
 
 
 def main(argv: list[str] | None = None) -> int:

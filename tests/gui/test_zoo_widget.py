@@ -104,6 +104,7 @@ def test_export_form_writes_a_package_and_shows_it(make_napari_viewer, qtbot, wa
     qtbot.waitUntil(lambda: widget.info is not None and widget.info["name"] == "Tiny GUI export", timeout=60_000)
     wait_idle(widget)
     assert not widget.cover.isHidden() and "Ada Lovelace; Alan Turing" in widget.card_text.text()
+    assert "re-tested" in widget.status.text() and "ready" in widget.status.text()  # the export's result stays in view
 
 
 def test_dropping_a_package_zip_opens_the_widget(make_napari_viewer, qtbot, wait_idle, pkgs, tmp_path):

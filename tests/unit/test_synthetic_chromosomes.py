@@ -22,17 +22,17 @@ def test_deterministic_and_typed():
 
 def test_spreads_have_karyotype_counts_and_every_class():
     counts, seen = [], set()
-    for s in range(12):
-        _, lab, cls = make_spread((512, 512), seed=100 + s)
+    for s in range(8):
+        _, lab, cls = make_spread((768, 768), seed=100 + s)
         counts.append(sum(v == "chromosome" for v in cls.values()))
         seen |= set(cls.values())
     assert seen == set(CLASSES)
-    assert counts.count(46) >= 4, counts  # most spreads normal
+    assert counts.count(46) >= 3, counts  # most spreads normal
     assert all(20 <= c <= 48 for c in counts), counts
 
 
 def test_chromosomes_are_rods_darker_than_background_and_some_touch():
-    img, lab, cls = make_spread((512, 512), seed=7)
+    img, lab, cls = make_spread((768, 768), seed=7)
     chrom = [k for k, v in cls.items() if v == "chromosome"]
     sl = ndi.find_objects(lab)
     elong = [max(s[0].stop - s[0].start, s[1].stop - s[1].start) / max(1, np.sqrt((lab[s] == k).sum())) for k, s in zip(range(1, lab.max() + 1), sl) if k in chrom]
@@ -46,9 +46,13 @@ def test_chromosomes_are_rods_darker_than_background_and_some_touch():
 def test_shift_and_rgb():
     img, lab, _ = make_spread((384, 384), seed=5, rgb=True)
     assert img.shape == (384, 384, 3) and img[..., 1][lab > 0].mean() < img[..., 0][lab > 0].mean()  # purple: green absorbed most
-    small = make_spread((512, 512), seed=9)[1]
-    big = make_spread((512, 512), seed=9, size=1.3)[1]
-    assert np.bincount(big.ravel())[1:].mean() > 1.3 * np.bincount(small.ravel())[1:].mean()
+    def chromosome_area(lab, cls):
+        areas = np.bincount(lab.ravel())
+        return np.mean([areas[k] for k, v in cls.items() if v == "chromosome"])
+
+    small = make_spread((768, 768), seed=9)
+    big = make_spread((1024, 1024), seed=9, size=1.3)
+    assert chromosome_area(*big[1:]) > 1.15 * chromosome_area(*small[1:])  # longer (widths are capped)
     faint = make_spread((512, 512), seed=9, contrast=0.5)[0]
     normal = make_spread((512, 512), seed=9)[0]
     assert faint.min() > normal.min() + 20

@@ -28,11 +28,13 @@ from qtpy.QtWidgets import (
     QComboBox,
     QFileDialog,
     QFormLayout,
+    QFrame,
     QGroupBox,
     QHBoxLayout,
     QLabel,
     QLineEdit,
     QPushButton,
+    QScrollArea,
     QVBoxLayout,
     QWidget,
 )
@@ -105,6 +107,7 @@ class ZooWidget(QWidget):
         self.viewer = napari_viewer
         self._job: Job | None = None
         self.info: dict | None = None
+        self._note: str | None = None  # shown with the next card (the export's result)
         self.segment = SegmentWidget(napari_viewer)
         self._build()
         self.refresh_library()
@@ -112,7 +115,18 @@ class ZooWidget(QWidget):
     # ------------------------------------------------------------------ layout
 
     def _build(self) -> None:
-        root = QVBoxLayout(self)
+        # the card, the Segment controls and the export form are taller than many screens: scroll, never
+        # force napari's window past the screen's height
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QFrame.Shape.NoFrame)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        body = QWidget()
+        scroll.setWidget(body)
+        outer.addWidget(scroll)
+        root = QVBoxLayout(body)
         top = QHBoxLayout()
         self.package_combo = QComboBox()
         self.package_combo.setToolTip("A model from the local library, or a package zip / folder on disk (never downloaded)")
@@ -322,7 +336,8 @@ class ZooWidget(QWidget):
             self.segment.min_size.setValue(card.instances.min_size)
         if info.get("test_input") is not None:
             self.viewer.add_image(info["test_input"], name=f"{info['name']} test input")
-        self.status.setText(f"Package '{info['name']}' ready: choose an image and Run.")
+        note, self._note = self._note, None
+        self.status.setText(f"{note + ' ' if note else ''}Package '{info['name']}' ready: choose an image and Run.")
 
     def _update_options(self, *_: Any) -> None:
         opts: dict = {}
@@ -408,8 +423,9 @@ class ZooWidget(QWidget):
             return api.export_model(model, out, **args)
 
         def done(rep) -> None:
-            self.status.setText(f"Exported '{rep.name}' to {rep.path} ({rep.size_bytes / 2**20:.1f} MiB; re-tested: max difference {max(rep.test_max_abs_diff.values(), default=0):.1g})")
-            self._job = None  # this job is done: show the new package's card
+            self._note = f"Exported '{rep.name}' to {rep.path} ({rep.size_bytes / 2**20:.1f} MiB; re-tested: max difference {max(rep.test_max_abs_diff.values(), default=0):.1g})."
+            self.status.setText(self._note)
+            self._job = None  # this job is done: show the new package's card (with the note)
             self.open_package(rep.path)
 
         self.export_button.setEnabled(False)

@@ -37,7 +37,9 @@ def load_classifier(ref, *, device: str = "auto", weights: str | None = None, tr
 
     dev = str(resolve_device(device))
     preset = get(ref)
-    path = classifier_path(preset.name) if preset is not None and not Path(str(ref)).exists() else checkpoint_path(ref)
+    path = checkpoint_path(ref)
+    if preset is not None and not (path.is_file() or looks_like_package(path)):
+        path = classifier_path(preset.name)  # a preset's name, even where a data folder of that name exists (synth cells --out cells/)
     if looks_like_package(path) or (not path.exists() and library.find(str(ref)) is not None):
         from ..zoo.classifier import load_zoo_classifier
 

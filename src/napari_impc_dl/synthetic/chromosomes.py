@@ -9,11 +9,11 @@ cell). Everything a biodosimetry lab's images show is drawn from the seed:
   was dropped (about 1 in 7). Lengths follow the human karyotype's relative lengths (chromosome 1
   about 4.4x chromosome 21), with the spread's condensation scaling them all; each has its
   centromere at its chromosome's centromere index (metacentric to acrocentric).
-* **Each chromosome** (:func:`_chromosome`): a bent rod (a quadratic Bezier curve) of width 5-8 px
+* **Each chromosome** (:func:`_chromosome`): a bent rod (a quadratic Bezier curve) 9-12 px wide
   with rounded ends, a constriction at the centromere, two sister chromatids across its width and
   G-band-like dark and light bands along it.
 * **Layout** (:func:`_place`): chromosomes scattered over an elliptical spread area, a share of
-  them placed against another one so they touch, and in about 1 spread in 4 one chromosome
+  them placed against another one so they touch, and in about 1 spread in 7 one chromosome
   crossing another (the one on top owns the crossing pixels; the one below may show in two
   pieces, which keep one label: it is one chromosome). 0-3 interphase nuclei (large, round,
   textured) lie around the spread, and debris: specks, clumps, faint stain blobs, a fibre now and
@@ -45,6 +45,9 @@ from .truth import write_truth_tables
 
 CLASSES = ("chromosome", "nucleus", "debris")
 NORMAL_COUNT = 46
+MAGNIFICATION = 1.4
+"""Lengths at ``size=1``: chromosome 1 about 90 px long and chromosomes 9-12 px wide (two chromatids), as at
+60-100x with a camera of about 0.1 um per pixel; ``size`` multiplies it."""
 
 #: relative length (chromosome 1 = 1) and centromere index (short arm / length) of chromosomes 1-22, X, Y
 _KARYOTYPE = {
@@ -271,7 +274,7 @@ def _finish_labels(canvas: _Canvas, min_px: int = 12) -> tuple[np.ndarray, dict[
 
 
 def make_spread(
-    shape: tuple[int, int] = (512, 512),
+    shape: tuple[int, int] = (768, 768),
     seed: int = 0,
     *,
     density: float = 1.0,
@@ -286,11 +289,11 @@ def make_spread(
     """
     H, W = int(shape[0]), int(shape[1])
     if H < 128 or W < 128:
-        raise InputError(f"shape {shape} is too small for a metaphase spread", "Use at least 128 x 128 (512 x 512 is typical)")
+        raise InputError(f"shape {shape} is too small for a metaphase spread", "Use at least 128 x 128 (768 x 768 holds a whole spread)")
     if not (0.2 <= density <= 5 and 0.1 <= contrast <= 5 and 0.3 <= size <= 4):
         raise InputError(f"density {density}, contrast {contrast}, size {size} out of range", "Use density 0.2-5, contrast 0.1-5, size 0.3-4")
     rng = np.random.default_rng(int(seed))
-    scale = float(size) * float(rng.uniform(0.85, 1.15))  # condensation / magnification of this spread
+    scale = MAGNIFICATION * float(size) * float(rng.uniform(0.85, 1.15))  # condensation / magnification of this spread
     chroms = _karyotype(rng)
     longest = rng.uniform(46, 60) * scale
     width = rng.uniform(5.5, 7.5) * min(1.5, max(0.7, scale))
@@ -306,7 +309,7 @@ def make_spread(
     radii = (min(r * ell, H / 2 - 20), min(r / ell, W / 2 - 20))
     centre = (H / 2 + rng.uniform(-0.1, 0.1) * H, W / 2 + rng.uniform(-0.1, 0.1) * W)
     canvas = _Canvas(H, W)
-    _place(rng, canvas, shapes, centre, radii, touch_share=rng.uniform(0.08, 0.2) * density, crossing=rng.random() < 0.25)
+    _place(rng, canvas, shapes, centre, radii, touch_share=rng.uniform(0.08, 0.2) * density, crossing=rng.random() < 0.15)
     n_nuc = int(rng.choice([0, 1, 1, 2, 2, 3]) * min(4.0, H * W / 512**2) ** 0.5)
     _scatter(rng, canvas, [_nucleus(rng, scale) for _ in range(n_nuc)], "nucleus")
     n_deb = int(rng.integers(3, 14) * H * W / 512**2)
@@ -335,7 +338,7 @@ def spread_counts(name: str, classes: dict[int, str]) -> dict:
     return {"image": name, "n_objects": len(classes), **{f"n_{c}": n[c] for c in CLASSES}, "count_is_46": n["chromosome"] == NORMAL_COUNT}
 
 
-def write_chromosomes_dataset(out_dir, n: int, *, size: int = 512, seed: int = 0, density: float = 1.0, contrast: float = 1.0, scale: float = 1.0, rgb: bool = False) -> list[pathlib.Path]:
+def write_chromosomes_dataset(out_dir, n: int, *, size: int = 768, seed: int = 0, density: float = 1.0, contrast: float = 1.0, scale: float = 1.0, rgb: bool = False) -> list[pathlib.Path]:
     """Write ``n`` spreads: ``images/chromosomes_<seed>_<i>.tif``, ``masks/<same>``, ``truth.csv``
     (the preset's counts columns) and ``objects_truth.csv`` (image, label, class)."""
     if n < 1:
