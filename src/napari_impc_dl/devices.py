@@ -9,6 +9,7 @@ first run (``SegmentationResult.timings["device"]``).
 
 from __future__ import annotations
 
+import contextlib
 import platform
 import shutil
 import subprocess
@@ -87,3 +88,22 @@ def native_bf16(device=None) -> bool:
         return bool(torch.cuda.is_bf16_supported(including_emulation=False))
     except TypeError:  # torch before 2.3
         return bool(torch.cuda.is_bf16_supported())
+
+
+@contextlib.contextmanager
+def exact_math():
+    """Full fp32 precision inside (TF32 off for cuDNN convolutions and CUDA matmuls), restored after.
+
+    The self-checks of the inference copies (BatchNorm folding, strip-wise decoder) compare outputs
+    to 1e-4 / 1e-5; with TF32 (on by default for cuDNN on Ampere and newer) the reference itself
+    is off by about 1e-3, and a correct copy would be rejected.
+    """
+    import torch
+
+    saved = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from test_segment_widget import click, open_segment
@@ -15,12 +16,12 @@ def _library(tmp_path, monkeypatch):
     monkeypatch.setenv("NAPARI_IMPC_DL_HOME", str(tmp_path / "home"))
 
 
-def test_chromosomes_preset_segments_classifies_and_counts(make_napari_viewer, qtbot, wait_idle):
+def test_chromosomes_preset_segments_classifies_counts_and_exports(make_napari_viewer, qtbot, wait_idle, tmp_path):
     from napari_impc_dl.synthetic.chromosomes import make_spread
 
     viewer = make_napari_viewer()
     seg = open_segment(viewer)
-    img, _, classes = make_spread((384, 384), seed=41)
+    img, _, classes = make_spread((512, 512), seed=41)
     viewer.add_image(img, name="spread")
     seg.reset_choices()
     seg.set_model("chromosomes")
@@ -34,6 +35,16 @@ def test_chromosomes_preset_segments_classifies_and_counts(make_napari_viewer, q
     assert "chromosome" in text and "46" in text
     n = int((f["class"] == "chromosome").sum())
     assert (n == 46) == ("not 46" not in text)
+    # Export: counts.csv carries the preset's columns
+    _, exp = viewer.window.add_plugin_dock_widget(PLUGIN, "Export")
+    exp.reset_choices()
+    exp.set_chosen(["spread labels"])
+    exp.folder.setText(str(tmp_path / "out"))
+    click(qtbot, exp.export_button)
+    wait_idle(exp, 60)
+    counts = pd.read_csv(tmp_path / "out" / "counts.csv")
+    assert counts.loc[0, "n_chromosome"] == n and bool(counts.loc[0, "count_is_46"]) == (n == 46)
+    assert {"n_nucleus", "n_debris", "classifier_name"} <= set(counts.columns)
     seg.set_model("nuclei")  # leaving the preset puts "no" back
     assert seg.classifier_combo.currentData() is None
 

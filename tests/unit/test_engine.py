@@ -61,7 +61,9 @@ def test_out_of_memory_halves_the_batch(tiny_model, monkeypatch):
     monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
     fmt = torch.contiguous_format
     monkeypatch.setattr(torch, "empty", lambda *a, pin_memory=False, memory_format=fmt, **k: torch.zeros(*a, **k).contiguous(memory_format=memory_format))
-    monkeypatch.setattr(torch.cuda, "Event", lambda: type("E", (), {"record": lambda s: None, "synchronize": lambda s: None})())
+    monkeypatch.setattr(torch.cuda, "Event", lambda: type("E", (), {"record": lambda s, *a: None, "synchronize": lambda s: None})())
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda *a: None)
+    monkeypatch.setattr(eng, "_device_context", lambda d: __import__("contextlib").nullcontext())
     monkeypatch.setattr(eng, "_autocast", lambda d: __import__("contextlib").nullcontext())
     monkeypatch.setattr(eng, "describe_device", lambda d: "fake-cuda")
     monkeypatch.setattr(torch.Tensor, "pin_memory", lambda self: self)

@@ -145,6 +145,8 @@ class _Reader(threading.Thread):
                     return
                 group = tiles[i : i + self.batch]
                 arr = np.stack([self._load(t) for t in group])
+                if arr.dtype != np.float32:  # e.g. float64 from a package's preprocessing: MPS rejects it, CUDA convolutions refuse it
+                    arr = arr.astype(np.float32)
                 x = torch.from_numpy(arr)
                 if self.pin:
                     x = x.pin_memory()
@@ -178,9 +180,26 @@ def _autocast(device):
 
 
 def _is_oom(exc: BaseException) -> bool:
+    """CUDA's OutOfMemoryError, or the RuntimeError MPS raises ("MPS backend out of memory")."""
     import torch
 
     return isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower()
+
+
+def _empty_cache(device) -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    elif device.type == "mps" and hasattr(torch, "mps"):
+        torch.mps.empty_cache()
+
+
+def _device_context(device):
+    """``torch.cuda.device(device)`` on CUDA (so ``cuda:N`` streams, events and pinned copies are device N's), else nothing."""
+    import torch
+
+    return torch.cuda.device(device) if device.type == "cuda" else nullcontext()
 
 
 def predict_plane(
@@ -207,50 +226,97 @@ def predict_plane(
     rules = model.info.tiling
     tile = rules.tile if tile is None else tile
     halo = rules.halo if halo is None else halo
+    first_tile, first_halo, home = tile, halo, model.device
     if batch is None:
         batch = 1 if model.device.type == "cpu" else GPU_BATCH
     stats = EngineStats()
     t0 = time.perf_counter()
-    while True:
-        plan = plan_tiles(shape, tile, halo, step=rules.step, min_tile=rules.min_tile, fixed=rules.fixed)
-        try:
-            _run_plan(model, read, plan, out, normalize, batch, progress, cancel, stats)
-            break
-        except _Retry as r:
-            action = str(r)
-            stats.fallbacks.append(action)
-            if action == "tile":
+    try:
+        while True:
+            plan = plan_tiles(shape, tile, halo, step=rules.step, min_tile=rules.min_tile, fixed=rules.fixed)
+            try:
+                _run_plan(model, read, plan, out, normalize, batch, progress, cancel, stats)
+                break
+            except _Retry as r:
+                action = str(r)
                 step, min_tile = max(_ints(rules.step)), max(_ints(rules.min_tile))  # per-axis rules: the larger
-                tile = max(min_tile, (tile // 2) // step * step)
-                halo = min(halo, max(0, (tile - step) // 4))
-                batch = 1
-            elif action == "cpu":
-                warnings.warn("GPU out of memory even with a batch of one minimal tile: continuing on the CPU (slower)", RuntimeWarning, stacklevel=2)
-                model.to("cpu")
-            else:
-                raise AssertionError(action) from None
+                smaller = max(min_tile, (tile // 2) // step * step)
+                if action == "tile" and (rules.fixed or smaller >= max(plan.tile_shape)):
+                    action = "cpu"  # a fixed-size model, or a tile already at its minimum: it cannot shrink
+                stats.fallbacks.append(action)
+                if action == "tile":
+                    tile = smaller
+                    halo = min(halo, max(0, (tile - step) // 4))
+                    batch = 1
+                elif action == "cpu":
+                    warnings.warn("GPU out of memory even with a batch of one minimal tile: continuing on the CPU (slower)", RuntimeWarning, stacklevel=2)
+                    model.to("cpu")
+                    tile, halo, batch = first_tile, first_halo, 1  # the CPU has room: the model's own tile and full halo again
+                else:
+                    raise AssertionError(action) from None
+    finally:
+        if model.device != home:  # the next image tries the GPU again
+            model.to(home)
     release_free_memory()  # the forward's buffers: what comes next (postprocessing) should not sit on top of them
     stats.seconds = time.perf_counter() - t0
     return stats
 
 
-def _run_plan(model, read, plan: TilePlan, out, normalize, batch, progress, cancel, stats: EngineStats) -> None:
+def predict_tiles(
+    model: Runnable,
+    read: Callable[[Tile], np.ndarray],
+    plan: TilePlan,
+    out,
+    normalize: Normalizer,
+    *,
+    batch: int,
+    keep_size: tuple[int, int] | None = None,
+    progress: ProgressFn | None = None,
+    cancel: CancelToken | None = None,
+) -> EngineStats:
+    """Run ``model`` over exactly the tiles of ``plan``, ``batch`` at a time, into ``out`` (as :func:`predict_plane`).
+
+    For part of a plane computed elsewhere, e.g. one batch of a huge image's tiles on a dask
+    worker: given tiles of the whole plane's plan (grouped as its batches) and that plan's
+    ``keep_size`` (:func:`keep_window_size`), every forward is one of the whole-plane run, so the
+    probabilities are the same. Nothing is re-planned: running out of GPU memory even with a
+    batch of one is an error here.
+    """
+    stats = EngineStats()
+    t0 = time.perf_counter()
+    try:
+        _run_plan(model, read, plan, out, normalize, batch, progress, cancel, stats, keep_size=keep_size)
+    except _Retry:
+        raise MemoryError(f"out of GPU memory with a batch of one {plan.tile_shape[0]} x {plan.tile_shape[1]} tile") from None
+    stats.seconds = time.perf_counter() - t0
+    return stats
+
+
+def keep_window_size(plan: TilePlan, batch: int) -> tuple[int, int]:
+    """The window size every forward of ``plan`` in batches of ``batch`` computes (models with ``forward_region``)."""
+    return _keep_size(plan, batch)
+
+
+def _run_plan(model, read, plan: TilePlan, out, normalize, batch, progress, cancel, stats: EngineStats, keep_size=None) -> None:
     import torch
 
     device = model.device
     cuda = device.type == "cuda"
+    gpu = device.type in ("cuda", "mps")
+    if cuda:
+        torch.backends.cudnn.benchmark = True  # a plan has one or two tile shapes: cuDNN's fastest kernels for them
     stats.n_tiles, stats.tile_shape, stats.halo = len(plan.tiles), plan.tile_shape, plan.halo
     stats.overhead, stats.device, stats.batch = plan.overhead, describe_device(device), batch
     quantize = np.dtype(out.dtype) == np.uint8
     region = getattr(model, "forward_region", None)  # computes only the tiles' cores (less work over the halo)
-    size = _keep_size(plan, batch)
+    size = _keep_size(plan, batch) if keep_size is None else tuple(keep_size)
     reader = _Reader(read, plan, normalize, batch, pin=cuda)
     reader.start()
     pending: list = []  # (tiles, host uint8 tensor, cuda event) waiting to be written
     done = 0
     sub = batch  # current sub-batch size (halved on OOM)
     try:
-        with torch.inference_mode(), _autocast(device):
+        with torch.inference_mode(), _device_context(device), _autocast(device):
             while True:
                 if cancel is not None:
                     cancel.raise_if_cancelled()
@@ -272,9 +338,9 @@ def _run_plan(model, read, plan: TilePlan, out, normalize, batch, progress, canc
                         y = model.forward(xd) if keep is None else region(xd, keep)
                         y8 = torch.add(0.5, y.float(), alpha=255.0).clamp_(0, 255).to(torch.uint8) if quantize else y.float()
                     except (RuntimeError, MemoryError) as exc:
-                        if not (cuda and _is_oom(exc)):
+                        if not (gpu and _is_oom(exc)):
                             raise
-                        torch.cuda.empty_cache()
+                        _empty_cache(device)
                         if sub > 1:
                             sub //= 2
                             stats.fallbacks.append(f"batch->{sub}")
@@ -284,12 +350,12 @@ def _run_plan(model, read, plan: TilePlan, out, normalize, batch, progress, canc
                         host = torch.empty(y8.shape, dtype=y8.dtype, pin_memory=True)
                         host.copy_(y8, non_blocking=True)
                         ev = torch.cuda.Event()
-                        ev.record()
+                        ev.record(torch.cuda.current_stream(device))  # this device's stream (cuda:N), not device 0's
                         pending.append((part, keep, host, ev))
                         while len(pending) > 2:  # write the oldest batch; the GPU already has newer work queued
                             _write(pending.pop(0), out)
-                    else:
-                        _write((part, keep, y8, None), out)
+                    else:  # CPU (a no-op) or MPS: numpy needs host memory
+                        _write((part, keep, y8.cpu(), None), out)
                     i += len(xs)
                     done += len(xs)
                 if progress is not None:

@@ -51,8 +51,10 @@ def fuse_batchnorm(net, in_channels: int, *, side: int = 64, tolerance: float = 
 
     hooks = [m.register_forward_hook(after_conv) for m in fused.modules() if isinstance(m, nn.Conv2d)]
     hooks += [m.register_forward_pre_hook(before_bn) for m in fused.modules() if isinstance(m, nn.BatchNorm2d) and m.track_running_stats]
+    from ..devices import exact_math
+
     try:
-        with torch.inference_mode():
+        with torch.inference_mode(), exact_math():
             reference = net(probe)
             fused(probe)  # the hooks see the same tensors flow as in net
     finally:
@@ -67,7 +69,7 @@ def fuse_batchnorm(net, in_channels: int, *, side: int = 64, tolerance: float = 
             _fold(conv, bn)
             parent, name = parents[id(bn)]
             setattr(parent, name, _after_norm(bn))
-    with torch.inference_mode():
+    with torch.inference_mode(), exact_math():
         got = fused(probe)
     scale = float(reference.abs().max()) or 1.0
     err = float((got - reference).abs().max()) / scale

@@ -261,7 +261,9 @@ def stripwise(net, in_channels: int, *, side: int = 128, tolerance: float = 1e-5
     device = next(net.parameters()).device
     probe = torch.randn(1, in_channels, side, side, generator=torch.Generator().manual_seed(1)).to(device)
     keep = (side // 4 + 3, side // 2 + 5, 1, side - 7)
-    with torch.inference_mode():
+    from ..devices import exact_math
+
+    with torch.inference_mode(), exact_math():  # the check in fp32, not TF32 (module docstring of devices.exact_math)
         want = net(probe)
         scale = float(want.abs().max()) or 1.0
         errs = [float((check(probe) - want).abs().max()) / scale]
