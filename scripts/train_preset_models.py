@@ -35,7 +35,7 @@ DATA = ROOT / "src/napari_impc_dl/data"
 SETUP = {
     "chromosomes": {
         "seeds": (1100, 2100, 3100), "n_train": 120, "n_val": 10, "size": 768,
-        "seg": {"arch": "mobilenetv3-minimal", "patch": 256, "batch": 8, "lr": 3e-3, "epochs": 20, "patience": 8, "contact_weight": 5.0},
+        "seg": {"arch": "mobilenetv3-minimal", "patch": 256, "batch": 8, "lr": 3e-3, "epochs": 11, "patience": 6, "contact_weight": 5.0},
         "cls": {"arch": "mobilenetv3-small", "size": 64, "input": "image+mask", "crop": "bbox", "margin": 0.25, "batch": 64, "lr": 2e-3, "epochs": 40, "patience": 8},
         "data": (
             "Synthetic Giemsa-stained metaphase spreads only ({n} 768x768 images of napari_impc_dl.synthetic.chromosomes, dataset seed {seed}): "
@@ -50,7 +50,7 @@ SETUP = {
     "cells": {
         "seeds": (1200, 2200, 3200), "n_train": 160, "n_val": 12, "size": 512,
         "seg": {"arch": "mobilenetv3-minimal", "patch": 256, "batch": 8, "lr": 3e-3, "epochs": 15, "patience": 6, "contact_weight": 5.0},
-        "cls": {"arch": "mobilenetv3-small", "size": 64, "input": "image+mask", "crop": "bbox", "margin": 0.3, "batch": 64, "lr": 2e-3, "epochs": 60, "patience": 10},
+        "cls": {"arch": "mobilenetv3-small", "size": 64, "input": "image+mask", "crop": "bbox", "margin": 0.3, "batch": 64, "lr": 2e-3, "epochs": 40, "patience": 12},
         "data": (
             "Synthetic two-channel fluorescence fields only ({n} 512x512 images of napari_impc_dl.synthetic.cells, dataset seed {seed}): "
             "touching cells (cytoplasm / membrane channel) with a nucleus channel showing the phase (interphase, prophase, prometaphase, "
@@ -77,7 +77,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("preset", choices=sorted(SETUP))
     ap.add_argument("--work", type=Path, default=None, help="folder for the data and training runs (default: a temporary one)")
-    ap.add_argument("--seg-minutes", type=float, default=21.0)
+    ap.add_argument("--seg-minutes", type=float, default=19.0)
     ap.add_argument("--cls-minutes", type=float, default=6.0)
     ap.add_argument("--only", choices=["seg", "cls", "sample", "cards"], default=None, help="one step; 'cards' re-copies the trained models of --work with their cards")
     args = ap.parse_args()

@@ -511,6 +511,12 @@ class ImportReport:
     already: bool = False
 
 
+def _preset_names() -> set[str]:
+    from .presets import PRESETS
+
+    return set(PRESETS)
+
+
 def describe_package(package: str | os.PathLike):
     """A package's validated, normalised description (:class:`napari_impc_dl.zoo.spec.ModelSpec`); nothing is run."""
     from .zoo.adapter import resolve
@@ -540,6 +546,8 @@ def import_model(package: str | os.PathLike, *, name: str | None = None, replace
     check_files(spec)
     content = pkg.zip_sha256 or sha256_file(pkg.rdf)
     lib_name = library.slug(name or spec.name)
+    if name is None and lib_name in _preset_names():  # our own preset exported and imported back: keep both apart
+        lib_name = f"{lib_name}-zoo"
     entry_exists = library.find(lib_name) is not None
     zipped = pkg.zip_sha256 is not None
     entry = library.add(

@@ -71,3 +71,13 @@ def test_fine_tuning_from_a_preset_takes_its_classifier_for_classification():
     assert set(card.classification.classes) == {"chromosome", "nucleus", "debris"}
     _, card, _ = read_weights("chromosomes", "segmentation")
     assert card.task == "instance-segmentation"
+
+
+def test_our_preset_exported_and_imported_back_gets_its_own_library_name(tmp_path, monkeypatch):
+    monkeypatch.setenv("NAPARI_IMPC_DL_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("BIOIMAGEIO_PERFORM_IO_CHECKS", "false")
+    pkg = api.export_model("nuclei", tmp_path / "nuclei.zip")
+    rep = api.import_model(getattr(pkg, "path", tmp_path / "nuclei.zip"))
+    assert rep.name == "nuclei-zoo"
+    with pytest.raises(InputError, match="bundled preset"):
+        api.import_model(tmp_path / "nuclei.zip", name="nuclei")
