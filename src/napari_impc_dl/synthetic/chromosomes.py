@@ -218,7 +218,6 @@ def _slide_against(canvas: _Canvas, mask, j: int, cy: float, cx: float, ang: flo
 
 def _place(rng, canvas: _Canvas, shapes, centre, radii, touch_share: float, crossing: bool) -> None:
     """Chromosomes over the spread ellipse: scattered, a share touching a neighbour, maybe one crossing."""
-    H, W = canvas.labels.shape
     placed: list[tuple[int, int, int]] = []  # (label, cy, cx)
     crossed = not crossing
     for mask, od in shapes:
