@@ -1,5 +1,6 @@
 # Two doors for a newcomer: `make demo` (set up + segment the bundled sample) and `make test` (set up + all tests, headless).
-.PHONY: setup demo test bench clean
+# `make test` runs on PyQt6 (.venv); `make test-qt5` runs the GUI tests again on PyQt5 (from .venv/qt5).
+.PHONY: setup demo test test-qt5 bench clean
 
 setup:
 	@bash scripts/setup.sh
@@ -9,6 +10,9 @@ demo: setup
 
 test:
 	@bash scripts/test.sh
+
+test-qt5:
+	@IMPC_QT=pyqt5 bash scripts/test.sh tests/gui
 
 bench: setup
 	.venv/bin/python benchmarks/bench_inference.py

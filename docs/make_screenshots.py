@@ -22,8 +22,9 @@ Writes (PNG):
 
 ``--only segment``, ``--only teach``, ``--only presets`` or ``--only zoo`` makes one part.
 
-Takes a minute or two on a laptop CPU. The guide (docs/user-guide.md) shows these files; rerun
-this script whenever a widget changes, and commit the PNGs.
+Runs on Qt 6 (the PyQt6 of `make setup`; on PyQt5 napari shows a deprecation toast, so it stops), and stops
+if a napari notification is on screen when a picture is taken. Takes a minute or two on a laptop CPU. The guide
+(docs/user-guide.md) shows these files; rerun this script whenever a widget changes, and commit the PNGs.
 """
 
 from __future__ import annotations
@@ -37,11 +38,11 @@ from pathlib import Path
 PLUGIN = "napari-impc-dl"
 
 
-def _wait(app, until, timeout: float = 600.0) -> None:
+def _wait(app, until, timeout: float = 600.0, status=None) -> None:
     t0 = time.perf_counter()
     while not until():
         if time.perf_counter() - t0 > timeout:
-            raise TimeoutError("waited too long")
+            raise TimeoutError(f"waited {timeout:.0f} s" + (f"; the widget says: {status.text()!r}" if status is not None else ""))
         app.processEvents()
         time.sleep(0.01)
 
@@ -53,9 +54,20 @@ def _settle(app, seconds: float = 0.5) -> None:
         time.sleep(0.01)
 
 
+def _toasts() -> list:
+    """napari's notifications on screen (toasts)."""
+    from napari._qt.dialogs.qt_notification import NapariQtNotification
+    from qtpy.QtWidgets import QApplication
+
+    return [w for w in QApplication.allWidgets() if isinstance(w, NapariQtNotification) and w.isVisible()]
+
+
 def _save(img, path: Path) -> None:
     import imageio.v3 as iio
 
+    shown = _toasts()
+    if shown:  # the guide's pictures show the widgets, never a napari notification
+        raise RuntimeError(f"{path.name}: a napari notification is on screen: {[w.message.text() for w in shown]}")
     iio.imwrite(path, img[..., :3])
     print(f"wrote {path} {img.shape[1]}x{img.shape[0]}", file=sys.stderr)
 
@@ -81,13 +93,11 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
-    import warnings
+    import qtpy
 
-    warnings.filterwarnings("ignore", message=".*PyQt5 backend is deprecated.*")
+    if not qtpy.QT6:  # napari 0.9 shows a "PyQt5 is deprecated" toast on Qt 5
+        sys.exit(f"make the screenshots on Qt 6 (PyQt6, as `make setup` installs); this is {qtpy.API_NAME} {qtpy.QT_VERSION}")
     import napari
-    import napari._qt.qt_main_window as _main_window
-
-    _main_window.SHOW_QT_WARNING = False  # keep napari's "PyQt5 is deprecated" toast out of the pictures
     from qtpy.QtCore import Qt
     from qtpy.QtWidgets import QApplication, QDockWidget
 
@@ -143,6 +153,8 @@ def main() -> None:
     narrow_docks(viewer)
     exp.export_button.click()
     _wait(app, lambda: not exp.running)
+    for toast in _toasts():  # "Exported 1 layer(s)", as the status line says: on a desktop it fades after 4 s,
+        toast.close()  # but under Xvfb the window is never active, so its timer never starts
     viewer.camera.zoom = 1.0
     viewer.camera.center = (512, 512)
     _settle(app, 1.0)

@@ -153,7 +153,9 @@ def segment(
                 label_files.append(out / name)
                 objects, row = res.objects, res.counts_row()
                 if classifier is not None:
-                    objects, row = _classify_segmented(classifier, src, res, config, prog, cancel)
+                    from .classify.files import classify_segmented
+
+                    objects, row = classify_segmented(classifier, src, res, config.channel, progress=_stage(prog, "classify"), cancel=cancel)
                 tables.append(with_provenance(objects, src.name, model_info))
                 results_rows.append(row)
                 timings.append(res.timings)
@@ -222,18 +224,6 @@ def _preset_classifier(model, classifier):
     if classifier is None and preset is not None and preset.classifier:
         return preset.name
     return classifier
-
-
-def _classify_segmented(classifier, src, res, config, progress, cancel):
-    """The objects table and counts row of one segmented image with each object's class."""
-    from .classify.files import merge_classes
-    from .classify.predict import add_counts, classify_objects
-
-    table = classify_objects(classifier, src, res.labels, channel=config.channel, progress=_stage(progress, "classify"), cancel=cancel)
-    info = {"name": classifier.info.name, "hash": classifier.info.content_hash}
-    objects = merge_classes(res.objects, table, classifier.classes, info)
-    row = add_counts(res.counts_row(), classifier.classes, objects) | {"classifier_name": info["name"], "classifier_hash": info["hash"]}
-    return objects, row
 
 
 # ----------------------------------------------------------------------------- training and classification

@@ -164,6 +164,31 @@ class ClassificationTrainConfig(_TrainCommon):
 TrainConfig = SegmentationTrainConfig | ClassificationTrainConfig
 
 
+class BatchConfig(_Strict):
+    """How a batch runs (``napari-impc-dl batch``): where, and what to redo. What each image gets is a SegmentConfig."""
+
+    workers: int | None = Field(default=None, ge=1, le=1024)
+    """Start a dask LocalCluster of this many worker processes (``--workers N`` / ``--cluster local:N``); None: in this process."""
+    scheduler: str | None = Field(default=None, min_length=3, max_length=500)
+    """Address of a running dask scheduler (``tcp://HOST:PORT``), e.g. one started by dask-jobqueue on Slurm."""
+    force: bool = False
+    """Redo every image, also those finished by an earlier run with the same input, model and parameters."""
+    hash_inputs: bool = False
+    """Recognise unchanged inputs by size and sha256 of their content instead of size and modification time."""
+    retries: int = Field(default=2, ge=0, le=10)
+    """Times dask retries a task that raised (a lost worker's tasks are rerun elsewhere regardless)."""
+
+    @field_validator("scheduler")
+    @classmethod
+    def _scheduler(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        v = v.strip()
+        if "://" not in v and ":" not in v and not v.endswith(".json"):
+            raise ValueError("must be a scheduler address like tcp://HOST:PORT (or a scheduler file .json)")
+        return v
+
+
 def validated(cls, **values):
     """Build ``cls(**values)``; turn a pydantic error into one :class:`InputError` naming the field."""
     try:

@@ -53,7 +53,7 @@ def _modules_after(code: str) -> set[str]:
 
 def test_package_import_pulls_no_torch_no_napari():
     mods = _modules_after("import napari_impc_dl")
-    assert not {m for m in mods if m.split(".")[0] in {"torch", "napari", "qtpy", "PyQt5", "magicgui", "zarr", "tifffile"}}
+    assert not {m for m in mods if m.split(".")[0] in {"torch", "napari", "qtpy", "PyQt5", "PyQt6", "PySide6", "magicgui", "zarr", "tifffile"}}
 
 
 def test_cli_and_api_import_without_torch():

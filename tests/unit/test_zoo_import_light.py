@@ -20,5 +20,5 @@ ZOO = [
 def test_zoo_modules_import_light():
     code = "import sys\n" + "".join(f"import {m}\n" for m in ZOO) + "print('\\n'.join(sys.modules))"
     mods = set(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split())
-    heavy = {m for m in mods if m.split(".")[0] in {"torch", "bioimageio", "napari", "qtpy", "PyQt5", "onnxruntime", "segmentation_models_pytorch"}}
+    heavy = {m for m in mods if m.split(".")[0] in {"torch", "bioimageio", "napari", "qtpy", "PyQt5", "PyQt6", "PySide6", "onnxruntime", "segmentation_models_pytorch"}}
     assert not heavy, sorted(heavy)[:10]

@@ -87,6 +87,23 @@ def merge_classes(objects, classes_table, classes: Sequence[str], model: dict):
     return merged
 
 
+def classify_segmented(classifier, src, res, channel=None, *, progress=None, cancel: CancelToken | None = None):
+    """The objects table and counts row of one segmented image with each object's class.
+
+    ``res`` is a segmentation result (its ``objects`` table, ``labels`` and ``counts_row()``); used by
+    ``segment --classifier`` and by every ``batch`` worker, so both write the same columns.
+    """
+    from .predict import add_counts, classify_objects
+
+    if classifier.spec.level != "object":
+        raise InputError(f"The classifier '{classifier.info.name}' classifies whole images, not objects", "Use `classify` for image-level classifiers")
+    table = classify_objects(classifier, src, res.labels, channel=channel, progress=progress, cancel=cancel)
+    info = {"name": classifier.info.name, "hash": classifier.info.content_hash}
+    objects = merge_classes(res.objects, table, classifier.classes, info)
+    row = add_counts(res.counts_row(), classifier.classes, objects) | {"classifier_name": info["name"], "classifier_hash": info["hash"]}
+    return objects, row
+
+
 def classify_files(
     inputs: Sequence[str | os.PathLike],
     out_dir: str | os.PathLike,

@@ -191,12 +191,7 @@ def segment_image(
                 x = source.read(plane, slice(t.y0, t.y1), slice(t.x0, t.x1))
                 return x[channels] if channels is not None else x
 
-            whole_image = getattr(model, "normalizer_for_image", None)  # optional hook: statistics of the whole image, streamed
-            if whole_image is not None:
-                normalize = whole_image(source, plane, channels)
-            else:
-                sample = source.sample(plane)
-                normalize = model.fit_normalizer(sample[channels] if channels is not None else sample)
+            normalize = plane_normalizer(model, source, plane, channels)
             p_plane = _plane(probs, plane)
             finalize = getattr(model, "finalize_plane", None)  # optional hook: outputs that need whole-image postprocessing
             target = p_plane if finalize is None else model.raw_buffer((H, W))
@@ -227,15 +222,7 @@ def segment_image(
             timings["measure_s"] += measure.seconds
         objects = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=["label"])
         info = {"name": model.info.name, "hash": model.info.content_hash, "source": model.info.source}
-        run_params = {
-            "tile": config.tile or model.info.tiling.tile,
-            "halo": model.info.tiling.halo if config.halo is None else config.halo,
-            "batch": timings.get("batch", config.batch),
-            "foreground_threshold": params.foreground_threshold,
-            "seed_threshold": params.seed_threshold,
-            "min_size": params.min_size,
-            "channel": config.channel,
-        }
+        run_params = run_parameters(model, config, params, timings.get("batch", config.batch))
         return SegmentationResult(
             name=source.name, labels=labels, probabilities=probs, objects=objects, n_objects=next_id - 1,
             model=info, params=run_params, timings=timings, stack_axes=stack_axes,
@@ -243,6 +230,28 @@ def segment_image(
     finally:
         if owned:
             source.close()
+
+
+def plane_normalizer(model, source, plane: tuple[int, ...], channels: list[int] | None):
+    """The normaliser of one plane: from the model's whole-image hook when it has one, else from the plane's sample."""
+    whole_image = getattr(model, "normalizer_for_image", None)  # optional hook: statistics of the whole image, streamed
+    if whole_image is not None:
+        return whole_image(source, plane, channels)
+    sample = source.sample(plane)
+    return model.fit_normalizer(sample[channels] if channels is not None else sample)
+
+
+def run_parameters(model, config: SegmentConfig, params, batch) -> dict:
+    """The parameters a result records (``counts.csv`` columns): tile, halo, batch, thresholds, min size, channel."""
+    return {
+        "tile": config.tile or model.info.tiling.tile,
+        "halo": model.info.tiling.halo if config.halo is None else config.halo,
+        "batch": batch,
+        "foreground_threshold": params.foreground_threshold,
+        "seed_threshold": params.seed_threshold,
+        "min_size": params.min_size,
+        "channel": config.channel,
+    }
 
 
 def _is_runnable(model) -> bool:
