@@ -312,3 +312,48 @@ weights:
 """
     )
     return d / "rdf.yaml"
+
+
+def build_starter_variant(folder: Path, variant: str) -> Path:
+    """Our nuclei starter as a package shaped like most Model Zoo U-Nets (spec 0.5 zip in ``folder``).
+
+    ``variant``: ``foreground`` (the distance head dropped: one ``foreground`` channel) or
+    ``boundary`` (the distance head turned into a ``boundary`` channel: the last convolution's
+    distance output negated and shifted, so boundary < 0.5 exactly where distance > 0.25; the
+    interiors of foreground + boundary models). Both keep a genuine smp U-Net, so the package has
+    torchscript and state-dict weights like our own export.
+    """
+    import torch
+
+    from napari_impc_dl.models.checkpoint import load_checkpoint
+    from napari_impc_dl.presets import preset_path
+    from napari_impc_dl.zoo.export import DEFAULT_CITES, _save, _write_unet_files
+
+    net, card = load_checkpoint(preset_path("nuclei"), device="cpu")
+    conv = net.segmentation_head[0]
+    with torch.no_grad():
+        if variant == "foreground":
+            new = torch.nn.Conv2d(conv.in_channels, 1, conv.kernel_size, padding=conv.padding)
+            new.weight.copy_(conv.weight[:1])
+            new.bias.copy_(conv.bias[:1])
+            names = ["foreground"]
+        elif variant == "boundary":
+            new = torch.nn.Conv2d(conv.in_channels, 2, conv.kernel_size, padding=conv.padding)
+            shift = float(np.log(0.25 / 0.75))  # logit(0.25): boundary = sigmoid(logit(0.25) - distance logit)
+            new.weight.copy_(torch.cat([conv.weight[:1], -conv.weight[1:2]]))
+            new.bias.copy_(torch.stack([conv.bias[0], shift - conv.bias[1]]))
+            names = ["foreground", "boundary"]
+        else:
+            raise ValueError(variant)
+    net.segmentation_head[0] = new
+    card = card.model_copy(update={
+        "name": f"nuclei-{variant}", "output_names": names,
+        "architecture": card.architecture.model_copy(update={"out_channels": len(names)}),
+    })
+    d = folder / f"nuclei-{variant}-src"
+    d.mkdir(parents=True)
+    descr = _write_unet_files(net.eval(), card, d, card.name, f"The nuclei starter with a {variant} output only (a test package)", ["Test Author"], "MIT", DEFAULT_CITES, [])
+    out = folder / f"nuclei-{variant}.zip"
+    _save(descr, out)
+    shutil.rmtree(d)
+    return out

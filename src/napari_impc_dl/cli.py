@@ -65,8 +65,10 @@ def _segment_options(p) -> None:
     p.add_argument("--channel", type=int, default=None, help="use only this channel of a multichannel image")
     p.add_argument("--channel-axis", default="auto", help="array axis holding channels: auto, none, or an index")
     p.add_argument("--foreground-threshold", type=float, default=None, help="foreground probability threshold (default 0.5)")
-    p.add_argument("--seed-threshold", type=float, default=None, help="distance threshold for object seeds (default 0.5)")
+    p.add_argument("--seed-threshold", type=float, default=None, help="distance threshold for object seeds; for boundary models, the boundary probability below which a pixel is an object's interior (default 0.5)")
     p.add_argument("--min-size", type=int, default=None, help="drop objects smaller than this many pixels")
+    p.add_argument("--instances", default="auto", choices=["auto", "distance", "boundary", "threshold"], help="how probabilities become objects: distance (the model's distance map, or the distance transform of its foreground), boundary (interiors of its boundary map), threshold (connected foreground, no splitting); auto picks from the model's outputs")
+    p.add_argument("--diameter", type=float, default=None, metavar="PX", help="expected object diameter in pixels (default: estimated per image for models without a distance head); drives how touching objects are split for such models, and the minimum object size for all")
     p.add_argument("--weights", default=None, metavar="FORMAT", help="Model Zoo packages: weight format to run (torchscript, pytorch_state_dict, onnx; default: the first present)")
     p.add_argument("--trust-code", action="store_true", help="Model Zoo packages: allow the package's own Python code to build its network")
     p.add_argument("--classifier", default=None, metavar="MODEL", help="an object classifier (preset, training folder, checkpoint or package): adds class and p_<class> columns to objects.csv, n_<class> to counts.csv; the chromosomes and cells presets use their own unless this says another, or 'none'")
@@ -81,6 +83,7 @@ def _segment_config(a):
     return validated(
         SegmentConfig, tile=a.tile, halo=a.halo, batch=a.batch, device=a.device, channel=a.channel, channel_axis=axis,
         foreground_threshold=a.foreground_threshold, seed_threshold=a.seed_threshold, min_size=a.min_size,
+        instances=a.instances, diameter=a.diameter,
     )
 
 

@@ -51,6 +51,13 @@ class SegmentConfig(_Strict):
     """Distance-map level above which a pixel seeds an object (higher splits touching objects less)."""
     min_size: int | None = Field(default=None, ge=0, le=10_000_000)
     """Objects smaller than this many pixels are dropped."""
+    instances: Literal["auto", "distance", "boundary", "threshold"] = "auto"
+    """How probabilities become objects: ``distance`` (the model's distance map, or the distance transform of its
+    foreground), ``boundary`` (interiors of its boundary map), ``threshold`` (connected foreground, no splitting);
+    ``auto`` picks from the model's outputs."""
+    diameter: float | None = Field(default=None, gt=0.0, le=10_000)
+    """Expected object diameter in pixels; ``None``: estimated per image when the model has no distance head.
+    Drives seed suppression for such models and, for every model, the minimum object size (a disk a quarter as wide)."""
     block: int = Field(default=2048, ge=256, le=16384)
     """Postprocessing block side (labels are seam-free across blocks)."""
     block_halo: int = Field(default=96, ge=16, le=2048)

@@ -135,6 +135,28 @@ def test_run_counts_nuclei_relabels_and_stays_responsive(make_napari_viewer, qtb
     assert viewer.layers["sample_nuclei labels"] is layer
 
 
+def test_diameter_and_objects_fields_reach_the_result_and_relabel(make_napari_viewer, qtbot, wait_idle):
+    """Postprocessing's Diameter bounds the minimum size (and shows in the status); Objects: threshold re-runs
+    only the postprocessing, without splitting touching nuclei."""
+    viewer = make_napari_viewer()
+    widget = open_segment(viewer)
+    viewer.open_sample(PLUGIN, "nuclei")
+    assert widget.diameter.value() == 0 and widget.diameter.text() == "auto"
+    widget.diameter.setValue(40)
+    click(qtbot, widget.run_button)
+    wait_idle(widget, 180)
+    layer = viewer.layers["sample_nuclei labels"]
+    rec = layer.metadata["napari_impc_dl"]
+    assert rec["params"]["diameter"] == 40 and rec["params"]["min_size"] == round(np.pi / 4 * 10**2)
+    assert "diameter 40 px (given)" in widget.status.text()
+    n_split = rec["n_objects"]
+    widget.instances.setCurrentIndex(widget.instances.findData("threshold"))
+    qtbot.waitUntil(lambda: layer.metadata["napari_impc_dl"]["params"]["instances"] == "threshold", timeout=20_000)
+    wait_idle(widget)
+    assert layer.metadata["napari_impc_dl"]["n_objects"] < n_split
+    assert "objects by threshold" in widget.status.text()
+
+
 def test_cancel_leaves_no_layer_no_files_no_threads(make_napari_viewer, qtbot, wait_idle, monkeypatch, nuclei_768):
     """Cancel mid-run: no labels layer, the temporary zarr folder is gone, no worker or reader thread left."""
     from napari_impc_dl._qt import segment_widget

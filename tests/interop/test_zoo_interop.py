@@ -137,3 +137,14 @@ def test_tiled_engine_agrees_with_bioimageio_core_predict(packages):
     theirs = res.members["prob"].data.to_numpy()[0]
     assert ours.shape == theirs.shape
     np.testing.assert_allclose(ours[:, 8:-8, 8:-8], theirs[:, 8:-8, 8:-8], atol=1e-5)
+
+
+def test_relative_zoo_export_passes_the_reference_test(tmp_path, monkeypatch):
+    """`zoo export nuclei --out nuclei.zip` with a relative --out, from another working directory: the package
+    passes bioimageio.core's own test."""
+    from napari_impc_dl.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["zoo", "export", "nuclei", "--out", "nuclei.zip", "--authors", "Test Author"]) == 0
+    status, errors = _core_test(tmp_path / "nuclei.zip")
+    assert status == "passed", errors

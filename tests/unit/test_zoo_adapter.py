@@ -80,12 +80,15 @@ def test_segment_runs_packages_of_any_output_kind(pkgs, tmp_path):
     img = Z.test_image((1, 1, 120, 140), seed=4)[0, 0].astype(np.uint16)
     cfg = SegmentConfig(device="cpu", tile=64, halo=8)
     r = api.segment_image(img, str(pkgs["ts"]), cfg)  # probabilities (sigmoid): straight to instances
-    assert r.probabilities.shape == (1, 120, 140) and r.probabilities.dtype == np.uint8 and r.model["name"] == "pkg-ts"
+    # channels foreground + boundary: both kept, instances from the boundary's interiors
+    assert r.probabilities.shape == (2, 120, 140) and r.probabilities.dtype == np.uint8 and r.model["name"] == "pkg-ts"
+    assert r.params["instances"] == "boundary" and r.params["diameter_source"] == "estimated"
     raw = api.segment_image(img, str(pkgs["raw"]), cfg)  # raw scores: whole-image Otsu mapping
     assert raw.probabilities.shape == (1, 120, 140) and raw.probabilities.max() > 127 > raw.probabilities.min()
-    assert raw.labels.max() >= 1
+    assert raw.labels.max() >= 1 and raw.params["instances"] == "distance-transform"
     smv = api.segment_image(img, str(pkgs["smv"]), cfg)  # needs whole-output statistics: finalised after tiling
-    assert smv.probabilities.shape == (1, 120, 140)
+    assert smv.probabilities.shape == (2, 120, 140)  # not probabilities: each map Otsu-mapped, the boundary too
+    assert all(smv.probabilities[c].max() > 127 > smv.probabilities[c].min() for c in range(2))
 
 
 def test_formats_trust_and_clear_refusals(pkgs, tmp_path, monkeypatch):

@@ -25,6 +25,7 @@ import numpy as np
 from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import (
     QComboBox,
+    QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
     QGroupBox,
@@ -191,9 +192,27 @@ class SegmentWidget(QWidget):
         self.min_size.setRange(0, 1_000_000)
         self.min_size.setSuffix(" px")
         self.min_size.setToolTip("Objects smaller than this are dropped")
+        self.instances = QComboBox()
+        for text, value in (("auto (from the model's outputs)", "auto"), ("distance", "distance"), ("boundary", "boundary"), ("threshold (no splitting)", "threshold")):
+            self.instances.addItem(text, value)
+        self.instances.setToolTip(
+            "How probabilities become objects: distance (the model's distance map, or the distance transform of its "
+            "foreground), boundary (interiors of its boundary map), threshold (connected foreground, no splitting)"
+        )
+        self.diameter = QDoubleSpinBox()
+        self.diameter.setRange(0, 10_000)
+        self.diameter.setDecimals(1)
+        self.diameter.setSuffix(" px")
+        self.diameter.setSpecialValueText("auto")
+        self.diameter.setToolTip(
+            "Expected object diameter. auto: estimated per image for models without a distance head (most Model Zoo "
+            "models). It decides how touching objects are split for such models, and the minimum size for all"
+        )
         post_form.addRow("Foreground", self.foreground)
         post_form.addRow("Seeds", self.seed)
         post_form.addRow("Min size", self.min_size)
+        post_form.addRow("Objects", self.instances)
+        post_form.addRow("Diameter", self.diameter)
         hint = QLabel("Changes re-run only the postprocessing of the last result.")
         hint.setWordWrap(True)
         hint.setStyleSheet("color: gray")
@@ -206,6 +225,8 @@ class SegmentWidget(QWidget):
         self.foreground.valueChanged.connect(self._thresholds_changed)
         self.seed.valueChanged.connect(self._thresholds_changed)
         self.min_size.valueChanged.connect(self._thresholds_changed)
+        self.instances.currentIndexChanged.connect(self._thresholds_changed)
+        self.diameter.valueChanged.connect(self._thresholds_changed)
 
         self.run_button = QPushButton("Run")
         self.run_button.clicked.connect(self.run)
@@ -390,8 +411,13 @@ class SegmentWidget(QWidget):
             foreground_threshold=round(self.foreground.value(), 3),
             seed_threshold=round(self.seed.value(), 3),
             min_size=self.min_size.value(),
+            **self._instances_options(),
             channel_axis=data.ndim - 1 if getattr(layer, "rgb", False) else "auto",
         )
+
+    def _instances_options(self) -> dict:
+        """The Objects and Diameter fields as SegmentConfig fields (Diameter 0: auto)."""
+        return {"instances": self.instances.currentData() or "auto", "diameter": self.diameter.value() or None}
 
     @property
     def running(self) -> bool:
@@ -546,6 +572,11 @@ class SegmentWidget(QWidget):
             f"model {res.model.get('name')} ({res.model.get('hash') or 'no hash'})",
             f"foreground {p.get('foreground_threshold')}, seeds {p.get('seed_threshold')}, min size {p.get('min_size')}",
         ]
+        extra = [f"objects by {p['instances']}"] if p.get("instances") not in (None, "distance-head") else []
+        if p.get("diameter"):
+            extra.append(f"diameter {p['diameter']:g} px ({p.get('diameter_source') or 'given'})")
+        if extra:
+            parts.append(", ".join(extra))
         if seconds is not None:
             parts.append(f"{res.timings.get('device', '')} · {seconds:.1f} s")
         self.status.setText("\n".join(parts))
@@ -582,6 +613,7 @@ class SegmentWidget(QWidget):
                     "foreground_threshold": round(self.foreground.value(), 3),
                     "seed_threshold": round(self.seed.value(), 3),
                     "min_size": self.min_size.value(),
+                    **self._instances_options(),
                 },
             )
         except InputError as exc:

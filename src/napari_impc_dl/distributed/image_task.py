@@ -239,7 +239,18 @@ def describe_for_blocks(src, model, cfg) -> dict:
     rules = model.info.tiling
     planes = list(src.planes())
     batch = cfg.batch if cfg.batch is not None else (1 if model.device.type == "cpu" else GPU_BATCH)
+    from dataclasses import replace
+
+    from ..inference.seeds import CORE_FRACTION, min_area, needs_diameter
+
     params = _instance_params(model, cfg)
+    if params.diameter is None and needs_diameter(params.method):
+        raise InputError(
+            f"'{model.info.name}' has no distance head, so its instances need the object size, and a huge image split over workers cannot estimate it first",
+            "Give --diameter PX (segment a crop of the image to see the estimate: the 'diameter' column of counts.csv)",
+        )
+    core = params.foreground_threshold + CORE_FRACTION * (1 - params.foreground_threshold) if params.method == "distance-transform" else None
+    params = replace(params, core_threshold=core, min_size=max(params.min_size, min_area(params.diameter)))  # core: as for a model whose foreground reaches 1
     return {
         "path": str(src.path),
         "spatial_shape": tuple(src.spatial_shape),
@@ -256,5 +267,5 @@ def describe_for_blocks(src, model, cfg) -> dict:
         "batch": batch,
         "instances": params,
         "model": {"name": model.info.name, "hash": model.info.content_hash, "source": model.info.source},
-        "run_params": run_parameters(model, cfg, params, batch),
+        "run_params": run_parameters(model, cfg, params, batch, diameter=params.diameter),
     }

@@ -9,8 +9,9 @@ centre, falling to 0 at its edge). Locally:
    from the seeds (touching objects split along the valley of the distance map); foreground islands that no seed reaches become
    objects of their own; objects under ``min_size`` pixels are dropped.
 
-Models with a single (foreground) output use the Euclidean distance transform of the foreground
-as the distance map.
+Models without a distance head (most Model Zoo packages) get their seeds and heights from
+:mod:`.seeds` (``params.method``): h-maxima of the foreground's distance transform with suppression
+tied to the object diameter, interiors of a boundary map, or plain connected components.
 
 **Seams.** Large planes are processed in blocks, each read with a ``halo`` of context. Every
 object has an *anchor*: the first pixel, in raster order, of its seed (or of itself when it has
@@ -36,6 +37,7 @@ from scipy import ndimage
 from ..config import worker_threads
 from ..errors import CancelToken
 from .flood import flood
+from .seeds import DEFAULT_DIAMETER, boundary_seeds, edt_seeds
 
 _EIGHT = np.ones((3, 3), bool)
 
@@ -51,6 +53,13 @@ class InstanceParams:
     """Core side of a postprocessing block (pixels)."""
     halo: int = 96
     """Context around each block: must exceed the largest cluster of touching objects."""
+    method: str = "distance-head"
+    """``distance-head`` (channel 1 is the model's distance map), ``distance-transform``, ``boundary``
+    (channel 1 is a boundary probability) or ``threshold``: see :mod:`.seeds`."""
+    diameter: float | None = None
+    """Expected object diameter in pixels: drives seed suppression (distance-transform, boundary)."""
+    core_threshold: float | None = None
+    """distance-transform: the foreground probability above which a pixel is core (seeds come from the core)."""
 
 
 @dataclass(frozen=True)
@@ -83,18 +92,27 @@ def plan_blocks(shape: tuple[int, int], block: int, halo: int) -> list[Window]:
 def local_instances(fg: np.ndarray, dist: np.ndarray | None, params: InstanceParams) -> tuple[np.ndarray, np.ndarray]:
     """Instance labels of one window and each object's anchor (flat index of its first seed pixel).
 
-    ``fg`` and ``dist`` are uint8 probability maps (0..255). Returns ``labels`` (int32, 1..n) and
-    ``anchors`` (int64, ``anchors[i]`` belongs to label ``i + 1``).
+    ``fg`` and ``dist`` are uint8 probability maps (0..255); ``dist`` is the model's second map (its
+    distance head, or its boundary map for ``method="boundary"``), or ``None``. Returns ``labels``
+    (int32, 1..n) and ``anchors`` (int64, ``anchors[i]`` belongs to label ``i + 1``).
     """
     mask = fg > round(params.foreground_threshold * 255)
-    if dist is None:
-        d = ndimage.distance_transform_edt(mask)
-        peak = ndimage.maximum_filter(d, size=3)
-        dist = np.minimum(d * 4 + 0.5, 255).astype(np.uint8)  # quarter-pixel levels, the same in every window
-        seeds = mask & (d >= peak) & (d > 1)
-    else:
+    method = params.method if dist is not None or params.method in ("distance-transform", "threshold") else "distance-transform"
+    if method == "distance-head":
         seeds = mask & (dist > round(params.seed_threshold * 255))
-    markers, n_seeds = ndimage.label(seeds, structure=_EIGHT)
+    elif method == "distance-transform":
+        core = fg > round(params.core_threshold * 255) if params.core_threshold is not None else None
+        seeds, dist = edt_seeds(mask, params.diameter or DEFAULT_DIAMETER, core)
+    elif method == "boundary":
+        seeds, dist = boundary_seeds(mask, dist, params.diameter or DEFAULT_DIAMETER, params.seed_threshold)
+    elif method == "threshold":
+        seeds, dist = mask, np.zeros(mask.shape, np.uint8)
+    else:
+        raise ValueError(f"unknown instances method {params.method!r}")
+    if seeds.dtype == bool:
+        markers, n_seeds = ndimage.label(seeds, structure=_EIGHT)
+    else:  # already labelled (boundary interiors)
+        markers, n_seeds = seeds, int(seeds.max())
     labels = flood(np.ascontiguousarray(dist), markers, mask)
     rest = mask & (labels == 0)
     if rest.any():

@@ -13,6 +13,7 @@ files-in, files-out runs around them.
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -181,6 +182,7 @@ def segment_image(
         probs = probabilities_store if probabilities_store is not None else np.zeros(stack + (K, H, W), np.uint8)
         labels = labels_store if labels_store is not None else np.zeros(stack + (H, W), np.int32)
         params = _instance_params(model, config)
+        estimates: list[float] = []
         names = [f"c{c}" for c in (channels or range(source.n_channels))]
         tables, next_id = [], 1
         timings = {"inference_s": 0.0, "postprocess_s": 0.0, "measure_s": 0.0}
@@ -210,9 +212,12 @@ def segment_image(
                 timings.setdefault("fallbacks", []).extend(stats.fallbacks)
 
             l_plane = _plane(labels, plane)
+            t0 = time.perf_counter()
+            pparams = plane_params(params, p_plane, estimates)
+            timings["postprocess_s"] += time.perf_counter() - t0
             with BlockTables(source, plane, channels, names, stack_axes) as measure:  # measures block i beside block i + 1
                 next_id, busy = labels_from_probabilities(
-                    p_plane, l_plane, params, start_id=next_id, on_block=measure, on_start=measure.start,
+                    p_plane, l_plane, pparams, start_id=next_id, on_block=measure, on_start=measure.start,
                     progress=_stage(progress, "postprocessing"), cancel=cancel,
                 )
                 if labels_ready is not None and pi == len(planes) - 1:
@@ -222,7 +227,8 @@ def segment_image(
             timings["measure_s"] += measure.seconds
         objects = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=["label"])
         info = {"name": model.info.name, "hash": model.info.content_hash, "source": model.info.source}
-        run_params = run_parameters(model, config, params, timings.get("batch", config.batch))
+        diameter = params.diameter if params.diameter is not None else (float(np.median(estimates)) if estimates else None)
+        run_params = run_parameters(model, config, params, timings.get("batch", config.batch), diameter=diameter)
         return SegmentationResult(
             name=source.name, labels=labels, probabilities=probs, objects=objects, n_objects=next_id - 1,
             model=info, params=run_params, timings=timings, stack_axes=stack_axes,
@@ -241,16 +247,22 @@ def plane_normalizer(model, source, plane: tuple[int, ...], channels: list[int] 
     return model.fit_normalizer(sample[channels] if channels is not None else sample)
 
 
-def run_parameters(model, config: SegmentConfig, params, batch) -> dict:
-    """The parameters a result records (``counts.csv`` columns): tile, halo, batch, thresholds, min size, channel."""
+def run_parameters(model, config: SegmentConfig, params, batch, *, diameter: float | None = None) -> dict:
+    """The parameters a result records (``counts.csv`` columns): tile, halo, batch, thresholds, min size, channel,
+    how instances were made (``instances``) and the object diameter (given, estimated, or empty: not used)."""
+    from .seeds import min_area
+
     return {
         "tile": config.tile or model.info.tiling.tile,
         "halo": model.info.tiling.halo if config.halo is None else config.halo,
         "batch": batch,
         "foreground_threshold": params.foreground_threshold,
         "seed_threshold": params.seed_threshold,
-        "min_size": params.min_size,
+        "min_size": max(params.min_size, min_area(diameter)),
         "channel": config.channel,
+        "instances": params.method,
+        "diameter": diameter,
+        "diameter_source": "given" if config.diameter is not None else ("estimated" if diameter is not None else ""),
     }
 
 
@@ -260,7 +272,9 @@ def _is_runnable(model) -> bool:
 
 
 def _instance_params(model, config: SegmentConfig):
+    """The postprocessing parameters of a run: the config's, else the model card's; the method from the model's outputs."""
     from .instances import InstanceParams
+    from .seeds import choose_method
 
     d = getattr(getattr(model, "card", None), "instances", None)
     pick = lambda v, name, default: v if v is not None else (getattr(d, name) if d is not None else default)  # noqa: E731
@@ -270,7 +284,30 @@ def _instance_params(model, config: SegmentConfig):
         min_size=pick(config.min_size, "min_size", 12),
         block=config.block,
         halo=config.block_halo,
+        method=choose_method(model.info.output_names, config.instances),
+        diameter=config.diameter,
     )
+
+
+def plane_params(params, probs, estimates: list | None = None):
+    """``params`` for one plane of probabilities ``(K, H, W)``: for methods that need them, the diameter
+    (estimated when none was given, and appended to ``estimates``) and the core level; the minimum
+    size bounded by the diameter."""
+    from dataclasses import replace
+
+    from .instances import plan_blocks
+    from .seeds import DEFAULT_DIAMETER, estimate_size, min_area, needs_diameter
+
+    diameter, core = params.diameter, params.core_threshold
+    if needs_diameter(params.method) and (diameter is None or (core is None and params.method == "distance-transform")):
+        found, level = estimate_size(probs, plan_blocks(tuple(probs.shape[-2:]), params.block, 0), params.foreground_threshold)
+        if diameter is None:
+            diameter = round(found, 1) if found is not None else DEFAULT_DIAMETER
+            if estimates is not None:
+                estimates.append(diameter)
+        if core is None and params.method == "distance-transform":
+            core = round(level, 3)
+    return replace(params, diameter=diameter, core_threshold=core, min_size=max(params.min_size, min_area(diameter)))
 
 
 @reuse_large_buffers()
@@ -295,13 +332,20 @@ def relabel(
 
     source, owned = _as_source(image, config)
     try:
+        from .seeds import choose_method
+
+        before = result.params.get("instances", "distance-head")
+        outputs = {"distance-head": ["foreground", "distance"], "boundary": ["foreground", "boundary"]}.get(before, ["foreground"])
         params = InstanceParams(
             foreground_threshold=config.foreground_threshold or result.params["foreground_threshold"],
             seed_threshold=config.seed_threshold or result.params["seed_threshold"],
             min_size=result.params["min_size"] if config.min_size is None else config.min_size,
             block=config.block,
             halo=config.block_halo,
+            method=before if config.instances == "auto" else choose_method(outputs, config.instances),
+            diameter=config.diameter if config.diameter is not None else (result.params.get("diameter") if result.params.get("diameter_source") == "given" else None),
         )
+        estimates: list[float] = []
         channels = [config.channel] if config.channel is not None else None
         names = [f"c{c}" for c in (channels or range(source.n_channels))]
         labels = labels_store if labels_store is not None else np.zeros(result.labels.shape, np.int32)
@@ -310,10 +354,17 @@ def relabel(
             p_plane = _plane(result.probabilities, plane)
             l_plane = _plane(labels, plane)
             with BlockTables(source, plane, channels, names, result.stack_axes) as measure:
-                next_id, _ = labels_from_probabilities(p_plane, l_plane, params, start_id=next_id, on_block=measure, on_start=measure.start, progress=_stage(progress, "postprocessing"), cancel=cancel)
+                next_id, _ = labels_from_probabilities(p_plane, l_plane, plane_params(params, p_plane, estimates), start_id=next_id, on_block=measure, on_start=measure.start, progress=_stage(progress, "postprocessing"), cancel=cancel)
                 tables.extend(measure.collect())
         objects = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=["label"])
-        new_params = dict(result.params, foreground_threshold=params.foreground_threshold, seed_threshold=params.seed_threshold, min_size=params.min_size)
+        from .seeds import min_area
+
+        diameter = params.diameter if params.diameter is not None else (float(np.median(estimates)) if estimates else None)
+        new_params = dict(
+            result.params, foreground_threshold=params.foreground_threshold, seed_threshold=params.seed_threshold,
+            min_size=max(params.min_size, min_area(diameter)), instances=params.method, diameter=diameter,
+            diameter_source="given" if config.diameter is not None or result.params.get("diameter_source") == "given" else ("estimated" if diameter is not None else ""),
+        )
         return SegmentationResult(result.name, labels, result.probabilities, objects, next_id - 1, result.model, new_params, {}, result.stack_axes)
     finally:
         if owned:

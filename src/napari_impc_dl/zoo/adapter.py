@@ -23,7 +23,8 @@ the distance map; the foreground is the first channel not named like background 
 distance (or ``1 - background`` when only a background channel is left). When the
 postprocessing (sigmoid, softmax, binarize, clip to [0, 1]) or the declared data range shows the
 values are probabilities, they go straight to the instance postprocessing (seeded watershed; with
-no distance channel, seeds from the distance transform of the foreground). Otherwise (raw scores,
+no distance channel, seeds from a channel named like ``boundary`` / ``contour`` / ``edge``, or from the
+distance transform of the foreground: :mod:`napari_impc_dl.inference.seeds`). Otherwise (raw scores,
 logits, intensities) the outputs are stored as float32, and after the whole image is predicted the
 foreground channel is mapped to [0, 1] piecewise-linearly so that its Otsu threshold lands on 0.5
 (values already inside [0, 1] are taken as probabilities as they are); ``--foreground-threshold``
@@ -483,13 +484,19 @@ class ZooModel:
         names = list(o.channel.channel_names) if o.channel is not None and o.channel.channel_names else [f"{o.id}{i}" for i in range(self.k_raw)]
         self.channel_names = names
         self.roles = _roles(names)
+        self.boundary_index = _boundary_index(names, self.roles)
         self.bounds = P.output_bounds(ops_out, o.data_range)
         probs = self.bounds is not None and self.bounds[0] >= 0 and self.bounds[1] <= 1
 
         if self.mode == "raw":
             out_names = names
         else:
-            out_names = ["foreground"] + (["distance"] if self.roles[1] is not None and probs else [])
+            if self.roles[1] is not None and probs:
+                out_names = ["foreground", "distance"]
+            elif self.roles[1] is None and self.boundary_index is not None:
+                out_names = ["foreground", "boundary"]  # seeds from the interiors (inference.seeds)
+            else:
+                out_names = ["foreground"]
         self.direct = not self.needs_output_stats and (self.mode == "raw" or probs)
         if not self.direct:
             self.finalize_plane = self._finalize
@@ -613,6 +620,8 @@ class ZooModel:
         maps = [fg]
         if "distance" in self.info.output_names:
             maps.append(y[:, dist_i])
+        elif "boundary" in self.info.output_names:
+            maps.append(y[:, self.boundary_index])
         return np.stack(maps, axis=1)
 
     def raw_buffer(self, shape: tuple[int, int]):
@@ -642,28 +651,29 @@ class ZooModel:
         out_ms = [m for m in self.post_measures if m.tensor == self.out.id]
         if out_ms:
             stats.update(P.StreamedStats(out_ms, dims, self.k_raw).compute(lambda: (raw[:, y : y + rows] for y in range(0, H, rows))))
-        lo, hi = math.inf, -math.inf
+        k = len(self.info.output_names) if self.mode != "raw" else 0
+        lo, hi = np.full(k, math.inf), np.full(k, -math.inf)
         for y in range(0, H, rows):
             v = P.apply_ops(ops, np.asarray(raw[:, y : y + rows]), dims, stats).astype(np.float32, copy=False)
             raw[:, y : y + rows] = v
             if self.mode != "raw":
-                f = self._probabilities(v[None])[0, 0]
-                lo, hi = min(lo, float(f.min())), max(hi, float(f.max()))
+                f = self._probabilities(v[None])[0]
+                lo, hi = np.minimum(lo, f.min(axis=(1, 2))), np.maximum(hi, f.max(axis=(1, 2)))
         if self.mode == "raw":
             for y in range(0, H, rows):
                 out[:, y : y + rows] = raw[:, y : y + rows]
             return
-        mapping = None
-        if not (lo >= 0 and hi <= 1):
-            mapping = self._otsu_mapping(raw, rows, lo, hi)
+        # each map (foreground, boundary) outside [0, 1] is mapped so that its Otsu threshold lands on 0.5
+        mappings = [None if (lo[c] >= 0 and hi[c] <= 1) else self._otsu_mapping(raw, rows, float(lo[c]), float(hi[c]), c) for c in range(k)]
         for y in range(0, H, rows):
             p = self._probabilities(np.asarray(raw[:, y : y + rows])[None])[0]
-            if mapping is not None:
-                p[0] = mapping(p[0])
+            for c, mapping in enumerate(mappings):
+                if mapping is not None:
+                    p[c] = mapping(p[c])
             p = np.clip(p, 0, 1)
             out[:, y : y + rows] = (p * 255.0 + 0.5).astype(np.uint8)
 
-    def _otsu_mapping(self, raw, rows: int, lo: float, hi: float):
+    def _otsu_mapping(self, raw, rows: int, lo: float, hi: float, channel: int = 0):
         from skimage.filters import threshold_otsu
 
         H = raw.shape[1]
@@ -672,7 +682,7 @@ class ZooModel:
         if hi <= lo:
             return lambda v: np.zeros_like(v)
         for y in range(0, H, rows):
-            f = self._probabilities(np.asarray(raw[:, y : y + rows])[None])[0, 0]
+            f = self._probabilities(np.asarray(raw[:, y : y + rows])[None])[0, channel]
             counts += np.histogram(f, bins=bins, range=(lo, hi))[0]
         centers = lo + (np.arange(bins) + 0.5) * (hi - lo) / bins
         t = float(threshold_otsu(hist=(counts, centers)))
@@ -681,7 +691,8 @@ class ZooModel:
         def mapping(v):
             return np.where(v < t, 0.5 * (v - lo) / (t - lo), 0.5 + 0.5 * (v - t) / (hi - t)).astype(np.float32)
 
-        self.info.extra["otsu_threshold"] = t
+        if channel == 0:
+            self.info.extra["otsu_threshold"] = t
         return mapping
 
 
@@ -699,6 +710,12 @@ def _roles(names: list[str]):
     if bg:
         return ("1-", bg[0]), dist
     return (rest[0] if rest else 0), dist
+
+
+def _boundary_index(names: list[str], roles) -> int | None:
+    """The first channel named like a boundary (``boundary``, ``contour``, ``edge``, ``border``) that is not the foreground."""
+    fg = roles[0][1] if isinstance(roles[0], tuple) else roles[0]
+    return next((i for i, n in enumerate(names) if _BD.search(n) and i != fg and i != roles[1]), None)
 
 
 def _file_sha(path: Path | None) -> str:
