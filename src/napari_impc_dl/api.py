@@ -78,11 +78,16 @@ def segment(
     model: str | os.PathLike | None = None,
     config: SegmentConfig | None = None,
     classifier=None,
+    export: Sequence[str] = (),
     progress: Progress | None = None,
     cancel: CancelToken | None = None,
     **overrides,
 ) -> SegmentReport:
     """Segment image files into ``out_dir``: ``<stem>_labels.tif`` (``.zarr`` when large), ``objects.csv``, ``counts.csv``.
+
+    ``export`` adds outlines and masks in other tools' formats (:mod:`napari_impc_dl.io.shape_exports`):
+    ``roi`` (``<stem>_rois.zip`` for Fiji), ``geojson`` (``<stem>.geojson`` for QuPath, with classes),
+    ``rle`` (``masks.csv``, run-length encoded).
 
     All inputs are opened and checked before anything is written; outputs are staged and moved
     into place only when every image succeeded. ``overrides`` are :class:`SegmentConfig` fields.
@@ -95,9 +100,15 @@ def segment(
     from .io.export import with_provenance
     from .io.outputs import Staging, create_zarr, ensure_writable_dir, label_dtype, write_csv_atomic, write_tif_atomic
 
+    from .io.shape_exports import SHAPE_FORMATS, class_colours, write_image_shapes, write_masks_csv
+
     config = config or validated(SegmentConfig, **overrides)
     if not inputs:
         raise InputError("No input images were given", "Pass one or more image files (tif, ome-tif, zarr, png, jpg, npy)")
+    export = [str(x).lower() for x in (export or ())]
+    if any(x not in SHAPE_FORMATS for x in export):
+        raise InputError(f"Unknown export format '{next(x for x in export if x not in SHAPE_FORMATS)}'", f"Use any of: {', '.join(SHAPE_FORMATS)}")
+    rle: list[list] = []
     out = Path(out_dir)
     runnable = model if _is_runnable(model) else load_model(model, device=config.device)
     classifier = _preset_classifier(model, classifier)
@@ -156,6 +167,11 @@ def segment(
                     from .classify.files import classify_segmented
 
                     objects, row = classify_segmented(classifier, src, res, config.channel, progress=_stage(prog, "classify"), cancel=cancel)
+                if export:
+                    if len(res.labels.shape) != 2:
+                        raise InputError(f"{src.name} has planes ({res.stack_axes}): ROI sets, GeoJSON and masks CSV are written for 2D images", "Leave out --export for image stacks")
+                    colours = class_colours(classifier.classes) if classifier is not None else None
+                    rle += write_image_shapes(export, src.name, res.labels, objects, staging.path, colours=colours, cancel=cancel)[1]
                 tables.append(with_provenance(objects, src.name, model_info))
                 results_rows.append(row)
                 timings.append(res.timings)
@@ -165,6 +181,8 @@ def segment(
             write_csv_atomic(staging.path("objects.csv"), pd.concat(tables, ignore_index=True))
             counts = pd.DataFrame(results_rows)
             write_csv_atomic(staging.path("counts.csv"), counts)
+            if "rle" in export:
+                write_masks_csv(staging.path("masks.csv"), rle)
             if written is not None:
                 written.result()
             staging.commit()
@@ -316,12 +334,13 @@ def synth(kind: str, n: int, out_dir: str | os.PathLike, *, size: int | None = N
 def evaluate(pred_dir: str | os.PathLike, truth_dir: str | os.PathLike, *, out_csv: str | os.PathLike | None = None, iou_threshold: float = 0.5) -> dict:
     """Match label files by name and score them (F1, precision, recall at ``iou_threshold``; matched IoU).
 
-    Given two CSV files instead (``predictions.csv`` / ``objects.csv`` with a ``class`` column, and the true
+    Either side may be a masks CSV (``segment --export rle``). Given two CSV files of classes instead (``predictions.csv`` / ``objects.csv`` with a ``class`` column, and the true
     classes), score the classes: accuracy, balanced accuracy, per-class figures, confusion matrix.
     """
-    from .measure.evaluate import evaluate_folders
+    from .measure.evaluate import evaluate_folders, is_masks_csv
 
-    if str(pred_dir).lower().endswith(".csv") and str(truth_dir).lower().endswith(".csv"):
+    masks = is_masks_csv(pred_dir) or is_masks_csv(truth_dir)  # run-length encoded masks: instances, not classes
+    if not masks and str(pred_dir).lower().endswith(".csv") and str(truth_dir).lower().endswith(".csv"):
         from .measure.classes import evaluate_classes
 
         return evaluate_classes(pred_dir, truth_dir)
@@ -371,6 +390,8 @@ def export(
     *,
     masks: str = "tif",
     tables: bool = True,
+    shapes: Sequence[str] = (),
+    colours: dict[str, str] | None = None,
     protect: Sequence[str | os.PathLike] = (),
     progress: Progress | None = None,
     cancel: CancelToken | None = None,
@@ -378,12 +399,14 @@ def export(
     """Write ``objects.csv`` and ``counts.csv`` (the CLI's columns) and masks (``tif``, ``ome-zarr`` or ``none``).
 
     Files are ``<name>_labels.tif`` / ``<name>_labels.ome.zarr`` (OME-Zarr 0.5 with a multiscale
-    pyramid). Nothing in ``protect`` (the inputs) is ever overwritten; outputs are staged and moved
+    pyramid). ``shapes``: any of ``roi`` (Fiji ROI set ``<name>_rois.zip``), ``geojson`` (QuPath
+    ``<name>.geojson``, classes coloured by ``colours``), ``rle`` (``masks.csv``, run-length encoded).
+    Nothing in ``protect`` (the inputs) is ever overwritten; outputs are staged and moved
     into place only when all succeeded. Returns an :class:`~napari_impc_dl.io.export.ExportReport`.
     """
     from .io.export import export_results
 
-    return export_results(results, out_dir, masks=masks, tables=tables, protect=protect, progress=progress, cancel=cancel)
+    return export_results(results, out_dir, masks=masks, tables=tables, shapes=shapes, colours=colours, protect=protect, progress=progress, cancel=cancel)
 
 
 def available_devices(*, use_torch: bool | None = None):

@@ -51,6 +51,7 @@ def _add_segment(sub) -> None:
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files: tif, ome-tif, zarr / ome-zarr, png, jpg, npy")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (created if missing)")
     _segment_options(p)
+    p.add_argument("--export", nargs="+", choices=["roi", "geojson", "rle"], default=None, metavar="FORMAT", help="also write outlines and masks for other tools: roi (<stem>_rois.zip, a Fiji ROI set), geojson (<stem>.geojson, QuPath detections with classes and measurements), rle (masks.csv, run-length encoded as the Data Science Bowl)")
 
 
 def _segment_options(p) -> None:
@@ -95,7 +96,7 @@ def _run_segment(a) -> int:
     model = a.model or a.preset
     if a.weights or a.trust_code:  # Model Zoo options: load the package here with them
         model = api.load_model(model, device=cfg.device, weights=a.weights, trust_code=a.trust_code)
-    report = api.segment(a.inputs, a.out, model=model, config=cfg, classifier=a.classifier, progress=_Progress())
+    report = api.segment(a.inputs, a.out, model=model, config=cfg, classifier=a.classifier, export=a.export or (), progress=_Progress())
     for row in report.counts:
         by_class = ", ".join(f"{k[2:]} {v}" for k, v in row.items() if k.startswith("n_") and k != "n_objects" and k != "n_planes")
         flags = "".join(f"; {k} {row[k]}" for k in ("count_is_46", "mitotic_index") if k in row)
@@ -215,8 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--contrast", type=float, default=1.0, help="chromosomes / cells: x the default staining contrast")
     p.add_argument("--scale", type=float, default=1.0, help="chromosomes / cells: x every length (magnification)")
     p = sub.add_parser("evaluate", help="score predicted label files against ground truth (matched by name)")
-    p.add_argument("--pred", required=True, metavar="DIR_OR_CSV", help="predicted label files, or a predictions.csv / objects.csv with classes")
-    p.add_argument("--truth", required=True, metavar="DIR_OR_CSV", help="true label files, or a CSV of true classes (image[,label],class or path,class)")
+    p.add_argument("--pred", required=True, metavar="DIR_OR_CSV", help="predicted label files, a masks.csv (segment --export rle), or a predictions.csv / objects.csv with classes")
+    p.add_argument("--truth", required=True, metavar="DIR_OR_CSV", help="true label files, a masks.csv, or a CSV of true classes (image[,label],class or path,class)")
     p.add_argument("--csv", default=None, metavar="FILE", help="per-image rows (default: DIR_pred/evaluation.csv)")
     p.add_argument("--iou", type=float, default=0.5, help="IoU threshold for a match (default 0.5)")
     _add_train(sub)

@@ -109,3 +109,34 @@ def test_sample_data_opens(make_napari_viewer):
     viewer.open_sample(PLUGIN, "coins")
     viewer.open_sample(PLUGIN, "cell")
     assert [layer.name for layer in viewer.layers][-2:] == ["coins", "cell"]
+
+
+def test_export_outlines_for_fiji_and_qupath_with_the_layers_class_colours(make_napari_viewer, qtbot, wait_idle, tmp_path, crop):
+    """A classified labels layer exported as a ROI set, GeoJSON and masks CSV: class names and the colours the
+    layer shows travel into the GeoJSON; the ROIs and masks give the objects back."""
+    import json
+
+    import roifile
+
+    from napari_impc_dl._qt._annotate import colour_of, recolour
+    from napari_impc_dl.io.shape_exports import decode_masks_csv
+
+    viewer = make_napari_viewer()
+    truth = crop[1]
+    layer = viewer.add_labels(truth, name="spread")
+    ids = np.unique(truth)[1:]
+    layer.features = pd.DataFrame({"index": ids, "class": np.where(ids % 3 == 0, "debris", "chromosome")})
+    recolour(layer, ["chromosome", "debris"])
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Export")
+    for key in ("roi", "geojson", "rle"):
+        widget.shape_boxes[key].setChecked(True)
+    export(qtbot, wait_idle, widget, tmp_path / "out", "none", names=["spread"])
+    out = tmp_path / "out"
+    assert "spread_rois.zip" in widget.status.text() and "spread.geojson" in widget.status.text()
+    rois = roifile.roiread(out / "spread_rois.zip")
+    assert len(rois) == len(ids) and rois[2].name == f"{ids[2]:05d} debris"
+    features = json.loads((out / "spread.geojson").read_text())["features"]
+    cls = {f["properties"]["classification"]["name"]: f["properties"]["classification"]["color"] for f in features}
+    hexes = {k: "#" + "".join(f"{v:02x}" for v in rgb) for k, rgb in cls.items()}
+    assert hexes == {"chromosome": colour_of(0), "debris": colour_of(1)}
+    assert np.array_equal(decode_masks_csv(out / "masks.csv")["spread"], truth)

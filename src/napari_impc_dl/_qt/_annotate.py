@@ -14,8 +14,7 @@ from typing import Callable
 
 import numpy as np
 
-#: class colours, in order (the first classes get the most distinct ones)
-PALETTE = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#bfef45", "#fabed4", "#469990", "#dcbeff", "#9a6324"]
+from ..io.shape_exports import PALETTE  # noqa: E402  (class colours, in order: the exports use the same)
 UNASSIGNED = (0.55, 0.55, 0.55, 0.55)
 
 

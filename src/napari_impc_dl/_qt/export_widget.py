@@ -45,6 +45,20 @@ if TYPE_CHECKING:
 COPY_LIMIT = 64 * 2**20
 
 
+def _class_colours(layer) -> dict[str, str]:
+    """``{class: "#rrggbb"}`` as the layer shows them (its colormap, set by the Classify widget)."""
+    feats = layer.features
+    if "class" not in feats.columns or "index" not in feats.columns:
+        return {}
+    colour_dict = getattr(layer.colormap, "color_dict", None) or {}
+    out = {}
+    for label, cls in zip(feats["index"], feats["class"].astype(str)):
+        if cls and cls not in out and int(label) in colour_dict:
+            rgba = np.asarray(colour_dict[int(label)], float)
+            out[cls] = "#" + "".join(f"{int(round(v * 255)):02x}" for v in rgba[:3])
+    return out
+
+
 class ExportWidget(QWidget):
     """Dock widget: export tables (objects.csv, counts.csv) and masks (TIFF / OME-Zarr) of labels layers."""
 
@@ -73,9 +87,22 @@ class ExportWidget(QWidget):
         for text, key in (("TIFF", "tif"), ("OME-Zarr", "ome-zarr"), ("None", "none")):
             self.masks.addItem(text, key)
 
+        self.shape_boxes = {}
+        shapes_box = QVBoxLayout()
+        for key, text, tip in (
+            ("roi", "Fiji ROI set (<name>_rois.zip)", "One polygon ROI per object, named by label and class: open it in Fiji's ROI Manager"),
+            ("geojson", "QuPath GeoJSON (<name>.geojson)", "Detections with their class (name and colour) and measurements: drag it onto the image in QuPath"),
+            ("rle", "Masks as CSV (masks.csv, run-length encoded)", "image,label,height,width,encoded_pixels, as the Data Science Bowl; `evaluate` reads it"),
+        ):
+            box = QCheckBox(text)
+            box.setToolTip(tip)
+            self.shape_boxes[key] = box
+            shapes_box.addWidget(box)
+
         form = QFormLayout()
         form.addRow("Tables", self.tables)
         form.addRow("Masks", self.masks)
+        form.addRow("Outlines", shapes_box)
         form.addRow("Folder", folder_row)
 
         self.export_button = QPushButton("Export")
@@ -171,6 +198,7 @@ class ExportWidget(QWidget):
                     "stack_axes": rec.get("stack_axes", "") if rec else "",
                     "image": image,
                     "classes": classes,
+                    "colours": _class_colours(layer),
                 }
             )
         # two layers of the same image (e.g. a prediction and its ground truth) keep their layer names apart
@@ -203,6 +231,10 @@ class ExportWidget(QWidget):
             self.status.setText(str(exc))
             return
         masks, tables = self.masks.currentData(), self.tables.isChecked()
+        shapes = [k for k, box in self.shape_boxes.items() if box.isChecked()]
+        colours = {}
+        for it in items:
+            colours.update(it.pop("colours", {}))
         protect = input_paths(self.viewer)
 
         def job(progress, cancel):
@@ -222,7 +254,7 @@ class ExportWidget(QWidget):
                     res = api.SegmentationResult(it["name"], it["labels"], None, it["objects"], it["n_objects"] or len(it["objects"]), it["model"], it["params"], {}, it["stack_axes"])
                 results.append(res)
             if results:
-                report = api.export(results, out, masks=masks, tables=tables, protect=protect, progress=progress, cancel=cancel)
+                report = api.export(results, out, masks=masks, tables=tables, shapes=shapes, colours=colours or None, protect=protect, progress=progress, cancel=cancel)
             else:  # only image-level predictions to write
                 from ..io.export import ExportReport
 

@@ -326,11 +326,18 @@ def export_results(
     *,
     masks: str = "tif",
     tables: bool = True,
+    shapes: Sequence[str] = (),
+    colours: dict[str, str] | None = None,
     protect: Sequence[str | os.PathLike] = (),
     progress: Progress | None = None,
     cancel: CancelToken | None = None,
 ) -> ExportReport:
     """Write ``objects.csv`` / ``counts.csv`` (``tables``) and one mask per result (``masks``: tif, ome-zarr, none).
+
+    ``shapes`` adds the formats of :mod:`.shape_exports`: ``roi`` (``<name>_rois.zip``, a Fiji ROI set),
+    ``geojson`` (``<name>.geojson``, QuPath detections with classes and measurements; ``colours`` maps
+    class names to ``#rrggbb``, default the class palette) and ``rle`` (one ``masks.csv`` of run-length
+    encoded masks for all results). 2D label images only.
 
     ``results`` are :class:`~napari_impc_dl.api.SegmentationResult` objects (``name`` is the
     ``image`` column and the file stem: ``<name>_labels.tif`` / ``<name>_labels.ome.zarr``).
@@ -347,15 +354,33 @@ def export_results(
         raise InputError(f"Unknown mask format '{masks}'", f"Use one of: {', '.join(MASK_FORMATS)}")
     if not results:
         raise InputError("Nothing to export: no labels were chosen", "Choose at least one labels layer")
-    if not tables and masks == "none":
+    from .shape_exports import SHAPE_FORMATS
+
+    shapes = [str(x).lower() for x in (shapes or ())]
+    unknown = [x for x in shapes if x not in SHAPE_FORMATS]
+    if unknown:
+        raise InputError(f"Unknown export format '{unknown[0]}'", f"Use any of: {', '.join(SHAPE_FORMATS)}")
+    if not tables and masks == "none" and not shapes:
         raise InputError("Nothing to export: tables and masks are both switched off", "Switch on tables or choose a mask format")
+    for r in results:
+        if shapes and len(r.labels.shape) != 2:
+            raise InputError(
+                f"'{r.name}' has {len(r.labels.shape) - 2} stack axis/axes ({r.stack_axes or 'planes'}): ROI sets, GeoJSON and masks CSV are written for 2D label images",
+                "Export its planes one by one, or use TIFF / OME-Zarr masks",
+            )
     names = [r.name for r in results]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise InputError(f"Two results share the name '{dupes[0]}', so their files and table rows would collide", "Rename one of the layers")
     out = Path(out_dir).expanduser()
     suffix = {"tif": "_labels.tif", "ome-zarr": "_labels.ome.zarr", "none": None}[masks]
-    planned = (["objects.csv", "counts.csv"] if tables else []) + ([safe_stem(n) + suffix for n in names] if suffix else [])
+    shape_suffix = {"roi": "_rois.zip", "geojson": ".geojson"}
+    planned = (
+        (["objects.csv", "counts.csv"] if tables else [])
+        + ([safe_stem(n) + suffix for n in names] if suffix else [])
+        + [safe_stem(n) + shape_suffix[x] for n in names for x in shapes if x in shape_suffix]
+        + (["masks.csv"] if "rle" in shapes else [])
+    )
     guarded = [Path(p).expanduser().resolve() for p in protect if p]
     for name in planned:
         target = (out / name).resolve()
@@ -365,7 +390,7 @@ def export_results(
     out = ensure_writable_dir(out)
     staging = Staging(out)
     report = ExportReport(out, None, None)
-    steps = len(results) * (2 if suffix else 1)
+    steps = len(results) * (1 + (1 if suffix else 0) + len(shapes))
     step = 0
 
     def stage_progress(label):
@@ -373,6 +398,9 @@ def export_results(
             return None
         return lambda d, t: progress(step * 1000 + int(1000 * d / max(t, 1)), steps * 1000, label)
 
+    from .shape_exports import write_image_shapes, write_masks_csv
+
+    rle: list[list] = []
     try:
         frames, rows = [], []
         for r in results:
@@ -393,6 +421,16 @@ def export_results(
                     write_labels_ome_zarr(target, r.labels, name=r.name, stack_axes=r.stack_axes, progress=stage_progress(f"mask: {r.name}"), cancel=cancel)
                 report.masks.append(out / target.name)
                 step += 1
+            if shapes:
+                files, rows = write_image_shapes(shapes, r.name, r.labels, r.objects, staging.path, colours=colours, cancel=cancel)
+                report.extra += [out / p.name for p in files]
+                rle.extend(rows)
+                step += len(shapes)
+                if progress is not None:
+                    progress(step * 1000, steps * 1000, f"outlines: {r.name}")
+        if "rle" in shapes:
+            write_masks_csv(staging.path("masks.csv"), rle)
+            report.extra.append(out / "masks.csv")
         if tables:
             write_csv_atomic(staging.path("objects.csv"), pd.concat(frames, ignore_index=True))
             write_csv_atomic(staging.path("counts.csv"), pd.DataFrame(rows))

@@ -6,6 +6,9 @@ Files are paired by name: the truth ``<stem>.tif`` pairs with the prediction ``<
 an OME-Zarr group whose level ``0`` is used). When a stem exists in several formats the first of
 that list wins. Each pair is scored by :func:`~napari_impc_dl.measure.matching.match_instances`.
 
+Either side may instead be a masks CSV (``image,label,height,width,encoded_pixels``, run-length
+encoded: what ``segment --export rle`` writes), whose ``image`` names pair like file stems.
+
 A truth image without a prediction counts as all objects missed and is listed under
 ``missing_predictions``; predictions without a truth are listed under ``unmatched_predictions``.
 """
@@ -56,7 +59,25 @@ def _stem(path: pathlib.Path) -> str | None:
     return None
 
 
+def _masks_csv(path: pathlib.Path) -> dict[str, np.ndarray]:
+    from ..io.shape_exports import decode_masks_csv
+
+    try:
+        return decode_masks_csv(path)
+    except (ValueError, KeyError) as exc:
+        raise InputError(f"cannot read the masks in {path}: {exc}", "Give a masks CSV written by segment --export rle (image,label,height,width,encoded_pixels)") from exc
+
+
+class _InCsv(pathlib.PurePosixPath):
+    """An image of a masks CSV, named ``masks.csv#image`` in the evaluation table."""
+
+
 def _index(folder: pathlib.Path, role: str) -> dict[str, pathlib.Path]:
+    if folder.suffix.lower() == ".csv" and folder.is_file():
+        import pandas as pd
+
+        names = pd.read_csv(folder, usecols=lambda c: c in ("image", "ImageId"), dtype=str).iloc[:, 0].unique()
+        return {str(name): _InCsv(f"{folder.name}#{name}") for name in names}
     if not folder.is_dir():
         raise InputError(f"{role} folder {folder} does not exist", f"Give an existing folder of {role} label images.")
     found: dict[str, pathlib.Path] = {}
@@ -134,6 +155,16 @@ def _mean(values) -> float:
     return float(sum(values) / len(values)) if values else math.nan
 
 
+def is_masks_csv(path) -> bool:
+    """Whether ``path`` is a CSV of run-length encoded masks (it has an ``encoded_pixels`` column)."""
+    p = pathlib.Path(path)
+    if p.suffix.lower() != ".csv" or not p.is_file():
+        return False
+    with open(p, encoding="utf-8", errors="replace") as f:
+        header = f.readline().strip().lower().split(",")
+    return "encoded_pixels" in header
+
+
 def evaluate_folders(
     pred_dir,
     truth_dir,
@@ -175,6 +206,7 @@ def evaluate_folders(
         raise InputError(f"IoU threshold {iou_threshold} is outside (0, 1]", "Use e.g. 0.5.")
     pred_dir, truth_dir = pathlib.Path(pred_dir), pathlib.Path(truth_dir)
     truths, preds = _index(truth_dir, "ground-truth"), _index(pred_dir, "prediction")
+    decoded = {p: _masks_csv(p) for p in (pred_dir, truth_dir) if p.suffix.lower() == ".csv"}
     pairs: dict[str, pathlib.Path | None] = {}
     for stem in truths:
         pairs[stem] = preds.get(f"{stem}_labels") or preds.get(stem)
@@ -190,8 +222,11 @@ def evaluate_folders(
     rows, matched_ious = [], []
     for done, (stem, pred_path) in enumerate(pairs.items(), 1):
         truth_path = truths[stem]
-        truth = read_labels(truth_path)
-        pred = read_labels(pred_path) if pred_path is not None else np.zeros_like(truth)
+        truth = decoded[truth_dir][stem] if isinstance(truth_path, _InCsv) else read_labels(truth_path)
+        if isinstance(pred_path, _InCsv):
+            pred = decoded[pred_dir][str(pred_path).split("#", 1)[1]]
+        else:
+            pred = read_labels(pred_path) if pred_path is not None else np.zeros_like(truth)
         if pred.shape != truth.shape:
             raise InputError(
                 f"prediction {pred_path} has shape {pred.shape} but its ground truth {truth_path} has {truth.shape}",
