@@ -210,6 +210,7 @@ def batch(
     client=None,
     force: bool = False,
     hash_inputs: bool = False,
+    export: Sequence[str] = (),
     weights: str | None = None,
     trust_code: bool = False,
     progress: Progress | None = None,
@@ -219,7 +220,8 @@ def batch(
     """Segment a folder (recursive), a glob, a CSV with a ``path`` column, or files; resumable (see docs/batch.md).
 
     Writes ``<name>_labels.tif`` per image, merged ``objects.csv`` / ``counts.csv``, ``manifest.csv`` and
-    ``failures.csv`` (a bad image is recorded, the run goes on). A rerun skips finished images whose input,
+    ``failures.csv`` (a bad image is recorded, the run goes on); ``export`` as :func:`segment`'s (a merged
+    ``masks.csv`` for ``rle``). A rerun skips finished images whose input,
     model and parameters are unchanged (``force=True`` redoes all). In this process by default; on dask with
     ``workers=N`` (a LocalCluster), ``scheduler="tcp://..."`` or ``client=`` (a ``distributed.Client``).
     ``overrides`` are :class:`SegmentConfig` fields. Returns a :class:`~napari_impc_dl.distributed.run.BatchReport`.
@@ -228,7 +230,7 @@ def batch(
     from .distributed.run import run_batch
 
     config = config or validated(SegmentConfig, **overrides)
-    options = validated(BatchConfig, workers=workers, scheduler=scheduler, force=force, hash_inputs=hash_inputs)
+    options = validated(BatchConfig, workers=workers, scheduler=scheduler, force=force, hash_inputs=hash_inputs, export=list(export or ()))
     return run_batch(inputs, out_dir, model=model, config=config, options=options, classifier=classifier, weights=weights, trust_code=trust_code, client=client, progress=progress, cancel=cancel)
 
 

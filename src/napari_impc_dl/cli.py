@@ -119,6 +119,7 @@ def _add_batch(sub) -> None:
     p.add_argument("--force", action="store_true", help="redo every image, also those an earlier run finished")
     p.add_argument("--hash", dest="hash_inputs", action="store_true", help="recognise unchanged inputs by their sha256 instead of their modification time")
     _segment_options(p)
+    p.add_argument("--export", nargs="+", choices=["roi", "geojson", "rle"], default=None, metavar="FORMAT", help="also write per image a Fiji ROI set (roi), QuPath GeoJSON (geojson), and rows of one merged masks.csv (rle)")
 
 
 def _run_batch(a) -> int:
@@ -137,7 +138,7 @@ def _run_batch(a) -> int:
     try:
         r = api.batch(
             a.inputs, a.out, model=a.model or a.preset, config=cfg, classifier=a.classifier, workers=workers, scheduler=a.scheduler,
-            force=a.force, hash_inputs=a.hash_inputs, weights=a.weights, trust_code=a.trust_code, progress=bar,
+            force=a.force, hash_inputs=a.hash_inputs, export=a.export or (), weights=a.weights, trust_code=a.trust_code, progress=bar,
         )
     except (Cancelled, KeyboardInterrupt):
         bar.close()

@@ -184,6 +184,8 @@ class BatchConfig(_Strict):
     """Recognise unchanged inputs by size and sha256 of their content instead of size and modification time."""
     retries: int = Field(default=2, ge=0, le=10)
     """Times dask retries a task that raised (a lost worker's tasks are rerun elsewhere regardless)."""
+    export: list[Literal["roi", "geojson", "rle"]] = Field(default_factory=list)
+    """Outlines and masks for other tools per image: Fiji ROI set, QuPath GeoJSON, rows of the merged ``masks.csv``."""
 
     @field_validator("scheduler")
     @classmethod

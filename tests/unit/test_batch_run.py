@@ -187,3 +187,26 @@ def test_cli_exit_codes_and_summary(tmp_path, capsys):
     assert "--cluster must be local:N" in capsys.readouterr().err
     assert main(["batch", str(tmp_path / "nothing"), "--out", str(tmp_path / "out2")]) == 2  # a bad argument: nothing run
     assert "does not exist" in capsys.readouterr().err and not (tmp_path / "out2").exists()
+
+
+def test_exports_per_image_and_one_merged_masks_csv_that_survives_resume(tmp_path, starter):
+    """--export roi geojson rle: a ROI set and a GeoJSON per image, one masks.csv over all (merged like the tables,
+    no duplicates after a resume), equal to the label files; adding --export later redoes the images."""
+    import roifile
+
+    from napari_impc_dl.io.shape_exports import decode_masks_csv
+
+    write_images(tmp_path / "in", 4, sub=False)
+    out = tmp_path / "out"
+    api.batch(tmp_path / "in", out, model=starter)
+    assert not (out / "masks.csv").exists()
+    rep = api.batch(tmp_path / "in", out, model=starter, export=["roi", "geojson", "rle"])
+    assert len(rep.computed) == 4  # the export is part of what a finished image is: asked for later, redone
+    again = api.batch(tmp_path / "in", out, model=starter, export=["rle", "geojson", "roi"])
+    assert again.computed == [] and len(again.skipped) == 4
+    masks = decode_masks_csv(out / "masks.csv")
+    counts = pd.read_csv(out / "counts.csv")
+    assert sorted(masks) == [f"img{i:02d}" for i in range(4)] and len(pd.read_csv(out / "masks.csv")) == counts.n_objects.sum()
+    for name, n in zip(counts.image, counts.n_objects):
+        assert np.array_equal(masks[name], tifffile.imread(out / f"{name}_labels.tif"))
+        assert len(roifile.roiread(out / f"{name}_rois.zip")) == n and (out / f"{name}.geojson").exists()

@@ -245,7 +245,7 @@ class ImageBlocks:
         src = open_image(self.item.path, channel_axis=cfg.channel_axis)
         try:
             src.name = self.item.name
-            outputs = finish_image(self.out, self.item, self.tmp, self.lname, res, classifier, src, cfg, cancel=cancel)
+            outputs = finish_image(self.out, self.item, self.tmp, self.lname, res, classifier, src, cfg, cancel=cancel, export=self.job.export)
         finally:
             src.close()
             self.cleanup()

@@ -87,16 +87,16 @@ class Segmented:
     """An image segmented but not yet written out: :meth:`finish` writes its files (and may run elsewhere, e.g. on a
     writer thread while the next image is segmented)."""
 
-    def __init__(self, item, out: Path, tmp: Path, lname: str, res, src, cfg, written: list, t0: float) -> None:
+    def __init__(self, item, out: Path, tmp: Path, lname: str, res, src, cfg, written: list, t0: float, export: tuple = ()) -> None:
         self.item, self.out, self.tmp, self.lname, self.res, self.src, self.cfg = item, out, tmp, lname, res, src, cfg
-        self.written, self.t0 = written, t0
+        self.written, self.t0, self.export = written, t0, tuple(export)
 
     def finish(self, classifier=None, *, cancel=None) -> Outcome:
         it = self.item
         try:
             for f in self.written:
                 f.result()  # a write error is this image's error
-            outputs = finish_image(self.out, it, self.tmp, self.lname, self.res, classifier, self.src, self.cfg, cancel=cancel)
+            outputs = finish_image(self.out, it, self.tmp, self.lname, self.res, classifier, self.src, self.cfg, cancel=cancel, export=self.export)
             return Outcome(it.name, it.index, DONE, time.perf_counter() - self.t0, outputs=outputs, n_objects=int(self.res.n_objects), timings=self.res.timings)
         except InputError as exc:
             return Outcome(it.name, it.index, FAILED, time.perf_counter() - self.t0, one_line(exc))
@@ -146,7 +146,7 @@ def start_one(item, job: Job, model, *, cancel=None, progress=None):
         if pstore is not None:
             shutil.rmtree(tmp / "probabilities.zarr", ignore_errors=True)
         handed_over = True
-        return Segmented(item, out, tmp, lname, res, src, cfg, written, t0)
+        return Segmented(item, out, tmp, lname, res, src, cfg, written, t0, export=job.export)
     except InputError as exc:
         return Outcome(item.name, item.index, FAILED, time.perf_counter() - t0, one_line(exc))
     finally:
@@ -170,7 +170,7 @@ def _writer():
     return _pool
 
 
-def finish_image(out: Path, item, tmp: Path, lname: str, res, classifier, src, cfg, *, cancel=None) -> list[str]:
+def finish_image(out: Path, item, tmp: Path, lname: str, res, classifier, src, cfg, *, cancel=None, export: tuple = ()) -> list[str]:
     """Classify (when asked), write the table parts, move labels and parts into place; the files, relative to ``out``."""
     from ..classify.files import classify_segmented
     from ..io.export import with_provenance
@@ -179,6 +179,16 @@ def finish_image(out: Path, item, tmp: Path, lname: str, res, classifier, src, c
     objects, row = res.objects, res.counts_row()
     if classifier is not None:
         objects, row = classify_segmented(classifier, src, res, cfg.channel, cancel=cancel)
+    shape_files, rle = [], []
+    if export:
+        from ..io.shape_exports import class_colours, write_image_shapes, write_masks_csv
+
+        if len(res.labels.shape) != 2:
+            raise InputError(f"{item.name} has planes ({res.stack_axes}): ROI sets, GeoJSON and masks CSV are written for 2D images", "Leave out --export for image stacks")
+        colours = class_colours(classifier.classes) if classifier is not None else None
+        shape_files, rle = write_image_shapes(export, item.name, res.labels, objects, lambda n: tmp / n, colours=colours, cancel=cancel)
+        if "rle" in export:
+            write_masks_csv(tmp / "masks.csv", rle)
     table = with_provenance(objects, item.name, res.model)
     for k, v in reversed(list(item.extra.items())):
         table.insert(1, k, v)
@@ -192,8 +202,14 @@ def finish_image(out: Path, item, tmp: Path, lname: str, res, classifier, src, c
         shutil.rmtree(other) if other.is_dir() else other.unlink()
     os.replace(tmp / "objects.csv", parts / f"{item.name}.objects.csv")
     os.replace(tmp / "counts.json", parts / f"{item.name}.counts.json")
+    for f in shape_files:
+        os.replace(f, out / f.name)
     rel = os.path.relpath(parts, out)
-    return [lname, f"{rel}/{item.name}.objects.csv", f"{rel}/{item.name}.counts.json"]
+    extra = [f.name for f in shape_files]
+    if "rle" in export:
+        os.replace(tmp / "masks.csv", parts / f"{item.name}.masks.csv")  # merged into masks.csv with the tables
+        extra.append(f"{rel}/{item.name}.masks.csv")
+    return [lname, f"{rel}/{item.name}.objects.csv", f"{rel}/{item.name}.counts.json", *extra]
 
 
 def move_into_place(src: Path, dst: Path) -> None:

@@ -180,7 +180,7 @@ def run_batch(
             if clf.spec.level != "object":
                 raise InputError(f"--classifier '{clf.info.name}' classifies whole images, not objects", "Use `classify` for image-level classifiers")
             c_hash = clf.info.content_hash
-    p_hash = params_hash(config, {"weights": weights})
+    p_hash = params_hash(config, {"weights": weights, **({"export": sorted(options.export)} if options.export else {})})
 
     identities = {}
     for it in items:
@@ -201,6 +201,7 @@ def run_batch(
     job = Job(  # in-process the loaded models run; workers load theirs from these references
         out_dir=str(out), model=_ref(model) if on_dask else None, classifier=_ref(clf_ref) if on_dask else None,
         config=config.model_dump(), weights=weights, trust_code=trust_code, blockwise=on_dask, run_id=uuid.uuid4().hex[:8],
+        export=tuple(options.export),
     )
     computed, timings, n_failed = [], {}, 0
     stage = {"text": ""}

@@ -49,6 +49,8 @@ class Job:
     blockwise: bool = False
     """Images above the in-memory limit come back as ``blocks`` for the client to spread over the cluster."""
     run_id: str = ""
+    export: tuple = ()
+    """Outline formats per image (``roi``, ``geojson``, ``rle``): see :mod:`napari_impc_dl.io.shape_exports`."""
 
     def segment_config(self):
         from ..config import SegmentConfig
