@@ -39,7 +39,7 @@ def get_reader(path: str | list[str]):
     name = p.name.lower().rstrip("/")
     if name.endswith(".zarr") and p.is_dir():
         return read
-    if name.endswith((".tif", ".tiff")) and p.is_file():
+    if name.endswith((".tif", ".tiff", ".svs", ".ndpi")) and p.is_file():
         return read
     return None
 

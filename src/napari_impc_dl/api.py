@@ -120,7 +120,7 @@ def segment(
     try:
         stems: dict[str, Path] = {}
         for p in inputs:
-            src = open_image(p, channel_axis=config.channel_axis)
+            src = open_image(p, channel_axis=config.channel_axis, level=config.level, pixel_size_um=config.pixel_size_um)
             sources.append(src)
             check_input(src, runnable, config)
             if src.name in stems:
@@ -171,7 +171,7 @@ def segment(
                     if len(res.labels.shape) != 2:
                         raise InputError(f"{src.name} has planes ({res.stack_axes}): ROI sets, GeoJSON and masks CSV are written for 2D images", "Leave out --export for image stacks")
                     colours = class_colours(classifier.classes) if classifier is not None else None
-                    rle += write_image_shapes(export, src.name, res.labels, objects, staging.path, colours=colours, cancel=cancel)[1]
+                    rle += write_image_shapes(export, src.name, res.labels, objects, staging.path, colours=colours, scale=res.params.get("downsample") or 1.0, cancel=cancel)[1]
                 tables.append(with_provenance(objects, src.name, model_info))
                 results_rows.append(row)
                 timings.append(res.timings)

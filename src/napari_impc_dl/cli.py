@@ -65,6 +65,8 @@ def _segment_options(p) -> None:
     p.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, cuda:N, mps")
     p.add_argument("--channel", type=int, default=None, help="use only this channel of a multichannel image")
     p.add_argument("--channel-axis", default="auto", help="array axis holding channels: auto, none, or an index")
+    p.add_argument("--level", type=int, default=None, metavar="N", help="whole-slide scans and other pyramidal TIFFs: segment resolution level N (0: full resolution)")
+    p.add_argument("--pixel-size", dest="pixel_size_um", type=float, default=None, metavar="UM", help="pyramidal TIFFs: segment the coarsest level whose pixels are at most UM microns (from the file's microns per pixel); ROI / GeoJSON exports stay in full-resolution coordinates")
     p.add_argument("--foreground-threshold", type=float, default=None, help="foreground probability threshold (default 0.5)")
     p.add_argument("--seed-threshold", type=float, default=None, help="distance threshold for object seeds; for boundary models, the boundary probability below which a pixel is an object's interior (default 0.5)")
     p.add_argument("--min-size", type=int, default=None, help="drop objects smaller than this many pixels")
@@ -84,7 +86,7 @@ def _segment_config(a):
     return validated(
         SegmentConfig, tile=a.tile, halo=a.halo, batch=a.batch, device=a.device, channel=a.channel, channel_axis=axis,
         foreground_threshold=a.foreground_threshold, seed_threshold=a.seed_threshold, min_size=a.min_size,
-        instances=a.instances, diameter=a.diameter,
+        instances=a.instances, diameter=a.diameter, level=a.level, pixel_size_um=a.pixel_size_um,
     )
 
 

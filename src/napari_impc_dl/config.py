@@ -45,6 +45,11 @@ class SegmentConfig(_Strict):
     """Use only this channel of a multichannel image (for single-channel models)."""
     channel_axis: int | None | Literal["auto"] = "auto"
     """Which array axis holds channels; ``auto`` reads metadata, then guesses; ``None``: no channel axis."""
+    level: int | None = Field(default=None, ge=0, le=32)
+    """Pyramidal files (whole-slide scans): segment this resolution level (0: full resolution)."""
+    pixel_size_um: float | None = Field(default=None, gt=0.0, le=1000.0)
+    """Pyramidal files: segment the coarsest level whose pixels are at most this many microns (from the file's
+    microns per pixel), e.g. the resolution the model was trained at."""
     foreground_threshold: float | None = Field(default=None, gt=0.0, lt=1.0)
     """Foreground probability above which a pixel belongs to an object."""
     seed_threshold: float | None = Field(default=None, gt=0.0, lt=1.0)

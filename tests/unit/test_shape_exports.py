@@ -23,7 +23,7 @@ def labels():
     lab[192:218, 232:258] = 0  # a hole ...
     lab[200:210, 240:250] = 901  # ... with another object in it
     lab[5:9, 5:9] = 902
-    lab[9:13, 9:13] = 902  # touching only at a corner: one 8-connected object
+    lab[9:13, 9:13] = 902  # touching only at a corner: one 8-connected object, two pieces of outline
     lab[30:36, 150:156] = 903
     lab[42:48, 150:156] = 903  # two pieces (a chromosome half hidden by another)
     return lab
@@ -39,7 +39,12 @@ def test_outlines_give_every_object_back_exactly(labels):
     for lab, o in outs.items():
         assert o.geometry.is_valid
         assert _iou(rasterize(o.geometry, labels.shape), labels == lab) == 1.0, lab
-    assert (outs[900].n_holes, outs[901].n_holes, outs[902].n_parts, outs[903].n_parts) == (1, 0, 1, 2)
+    # pixels meeting only at a corner: two pieces touching at that point (outlines run along pixel edges only)
+    assert (outs[900].n_holes, outs[901].n_holes, outs[902].n_parts, outs[903].n_parts) == (1, 0, 2, 2)
+    for o in outs.values():  # every vertex on the pixel grid
+        for part in (o.geometry.geoms if hasattr(o.geometry, "geoms") else [o.geometry]):
+            xy = np.asarray(part.exterior.coords)
+            assert np.allclose(xy, np.round(xy))
 
 
 def test_outlines_of_a_zarr_label_image_cut_by_bounding_box_equal_the_numpy_ones(labels, tmp_path):
@@ -67,7 +72,7 @@ def test_roi_set_read_by_roifile(labels, tmp_path):
     names = [r.name for r in rois]
     assert "00900 ring" in names and "00903 chromosome" in names and "00001" in names
     composite = {r.name for r in rois if r.composite}
-    assert composite == {"00900 ring", "00903 chromosome"}  # holes and pieces: shape ROIs; the rest polygons
+    assert composite == {"00900 ring", "00902", "00903 chromosome"}  # holes and pieces: shape ROIs; the rest polygons
     for name, mask in S.read_roi_zip(path, labels.shape).items():
         assert _iou(mask, labels == int(name.split()[0])) >= 0.98, name
 

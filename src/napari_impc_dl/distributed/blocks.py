@@ -67,7 +67,7 @@ def tile_task(desc: dict, job, plane: tuple, group: tuple[int, int], normalize) 
 
     with ONE_AT_A_TIME:
         model, _ = runnables(job)
-        src = open_source(desc["path"], job.config.get("channel_axis", "auto"))
+        src = open_source(desc["path"], job.config.get("channel_axis", "auto"), job.config.get("level"), job.config.get("pixel_size_um"))
         plan = tile_plan(desc)
         tiles = plan.tiles[group[0] : group[1]]
         ey0, ex0 = min(t.y0 for t in tiles), min(t.x0 for t in tiles)
@@ -110,7 +110,7 @@ def block_task(desc: dict, job, plane: tuple, window, *tiles: dict) -> dict:
         glob = lut[labels]
         del labels
         post = time.perf_counter() - t0
-        src = open_source(desc["path"], job.config.get("channel_axis", "auto"))
+        src = open_source(desc["path"], job.config.get("channel_axis", "auto"), job.config.get("level"), job.config.get("pixel_size_um"))
         inten = src.read(plane, slice(w.y0, w.y1), slice(w.x0, w.x1))
         if desc["channels"] is not None:
             inten = inten[desc["channels"]]
@@ -242,7 +242,7 @@ class ImageBlocks:
         d = self.desc
         timings = {**self.stats, "merge_s": round(self.merge_s, 4), "device": "cluster", "batch": d["run_params"]["batch"]}
         res = SegmentationResult(self.item.name, self.store, None, objects, self.next_id - 1, d["model"], d["run_params"], timings, d["stack_axes"])
-        src = open_image(self.item.path, channel_axis=cfg.channel_axis)
+        src = open_image(self.item.path, channel_axis=cfg.channel_axis, level=cfg.level, pixel_size_um=cfg.pixel_size_um)
         try:
             src.name = self.item.name
             outputs = finish_image(self.out, self.item, self.tmp, self.lname, res, classifier, src, cfg, cancel=cancel, export=self.job.export)

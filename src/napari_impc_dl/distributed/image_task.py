@@ -119,7 +119,7 @@ def start_one(item, job: Job, model, *, cancel=None, progress=None):
     cfg = job.segment_config()
     out = Path(job.out_dir)
     try:
-        src = open_image(item.path, channel_axis=cfg.channel_axis)
+        src = open_image(item.path, channel_axis=cfg.channel_axis, level=cfg.level, pixel_size_um=cfg.pixel_size_um)
     except InputError as exc:
         return Outcome(item.name, item.index, FAILED, time.perf_counter() - t0, one_line(exc))
     tmp, written, handed_over = None, [], False
@@ -186,7 +186,7 @@ def finish_image(out: Path, item, tmp: Path, lname: str, res, classifier, src, c
         if len(res.labels.shape) != 2:
             raise InputError(f"{item.name} has planes ({res.stack_axes}): ROI sets, GeoJSON and masks CSV are written for 2D images", "Leave out --export for image stacks")
         colours = class_colours(classifier.classes) if classifier is not None else None
-        shape_files, rle = write_image_shapes(export, item.name, res.labels, objects, lambda n: tmp / n, colours=colours, cancel=cancel)
+        shape_files, rle = write_image_shapes(export, item.name, res.labels, objects, lambda n: tmp / n, colours=colours, scale=res.params.get("downsample") or 1.0, cancel=cancel)
         if "rle" in export:
             write_masks_csv(tmp / "masks.csv", rle)
     table = with_provenance(objects, item.name, res.model)
@@ -283,5 +283,7 @@ def describe_for_blocks(src, model, cfg) -> dict:
         "batch": batch,
         "instances": params,
         "model": {"name": model.info.name, "hash": model.info.content_hash, "source": model.info.source},
-        "run_params": run_parameters(model, cfg, params, batch, diameter=params.diameter),
+        "run_params": run_parameters(model, cfg, params, batch, diameter=params.diameter) | (
+            {"level": src.slide["level"], "downsample": src.slide["downsample"], "pixel_size_um": src.slide["pixel_size_um"]} if src.slide else {}
+        ),
     }

@@ -145,15 +145,15 @@ def load_task(job: Job) -> str:
         return str(model.device)
 
 
-def open_source(path: str, channel_axis):
+def open_source(path: str, channel_axis, level=None, pixel_size_um=None):
     """An open ImageSource of ``path`` kept for the next tasks on the same image (its decoded-chunk cache too)."""
     from ..io.image import open_image
 
-    key = (path, channel_axis)
+    key = (path, channel_axis, level, pixel_size_um)
     with _lock:
         src = _sources.pop(key, None)
         if src is None:
-            src = open_image(path, channel_axis=channel_axis)
+            src = open_image(path, channel_axis=channel_axis, level=level, pixel_size_um=pixel_size_um)
         _sources[key] = src
         while len(_sources) > 2:
             _, old = _sources.popitem(last=False)

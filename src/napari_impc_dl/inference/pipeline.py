@@ -80,7 +80,7 @@ def _as_source(image, config: SegmentConfig):
     if isinstance(image, ImageSource):
         return image, False
     if isinstance(image, (str, os.PathLike)):
-        return open_image(image, channel_axis=config.channel_axis), True
+        return open_image(image, channel_axis=config.channel_axis, level=config.level, pixel_size_um=config.pixel_size_um), True
     return ImageSource.from_array(image, name="image", channel_axis=config.channel_axis), False
 
 
@@ -229,6 +229,8 @@ def segment_image(
         info = {"name": model.info.name, "hash": model.info.content_hash, "source": model.info.source}
         diameter = params.diameter if params.diameter is not None else (float(np.median(estimates)) if estimates else None)
         run_params = run_parameters(model, config, params, timings.get("batch", config.batch), diameter=diameter)
+        if source.slide is not None:  # a level of a pyramid: which, and its scale to full resolution (exports use it)
+            run_params.update(level=source.slide["level"], downsample=source.slide["downsample"], pixel_size_um=source.slide["pixel_size_um"])
         return SegmentationResult(
             name=source.name, labels=labels, probabilities=probs, objects=objects, n_objects=next_id - 1,
             model=info, params=run_params, timings=timings, stack_axes=stack_axes,

@@ -27,7 +27,7 @@ import numpy as np
 from ..errors import InputError
 
 #: Suffixes we open, longest first (matched case-insensitively at the end of the file name).
-SUFFIXES = (".ome.tiff", ".ome.tif", ".ome.zarr", ".tiff", ".tif", ".zarr", ".png", ".jpg", ".jpeg", ".bmp", ".npy")
+SUFFIXES = (".ome.tiff", ".ome.tif", ".ome.zarr", ".tiff", ".tif", ".svs", ".ndpi", ".zarr", ".png", ".jpg", ".jpeg", ".bmp", ".npy")
 
 #: TIFF series below this size may be read into memory when tifffile cannot serve them lazily.
 EAGER_TIFF_BYTES = 256 * 2**20
@@ -41,6 +41,7 @@ class Opened(NamedTuple):
     array: Any  # numpy / np.memmap / zarr.Array
     known_axes: str | None  # axes from metadata, "?" for unnamed ones; None when there is no metadata
     close: Callable[[], None]
+    slide: dict | None = None  # pyramidal TIFFs: {"level", "n_levels", "downsample", "pixel_size_um"} (see open_tiff)
 
 
 def _nothing() -> None:
@@ -62,7 +63,7 @@ def _reason(exc: BaseException) -> str:
     return text if len(text) <= 160 else text[:157] + "..."
 
 
-def open_by_suffix(path: Path, label: str) -> Opened:
+def open_by_suffix(path: Path, label: str, *, level: int | None = None, pixel_size_um: float | None = None) -> Opened:
     """Dispatch on the (case-insensitive) suffix of ``path``."""
     name = path.name.lower()
     if name.endswith(".zarr"):
@@ -74,8 +75,8 @@ def open_by_suffix(path: Path, label: str) -> Opened:
             f"{label} is a folder, not an image file",
             f"Pass an image file or a .zarr folder; supported: {', '.join(SUFFIXES)}",
         )
-    if name.endswith((".tif", ".tiff")):
-        return open_tiff(path, label)
+    if name.endswith((".tif", ".tiff", ".svs", ".ndpi")):
+        return open_tiff(path, label, level=level, pixel_size_um=pixel_size_um)
     if name.endswith(".npy"):
         return open_npy(path, label)
     if name.endswith((".png", ".jpg", ".jpeg", ".bmp")):
@@ -91,8 +92,13 @@ def open_by_suffix(path: Path, label: str) -> Opened:
 _TIFF_LETTERS = {"S": "C", "C": "C", "Z": "Z", "T": "T", "Y": "Y", "X": "X"}
 
 
-def open_tiff(path: Path, label: str) -> Opened:
-    """Open the first series of a TIFF / OME-TIFF / ImageJ TIFF lazily (memmap or tifffile zarr store)."""
+def open_tiff(path: Path, label: str, *, level: int | None = None, pixel_size_um: float | None = None) -> Opened:
+    """Open the first series of a TIFF / OME-TIFF / ImageJ TIFF / Aperio SVS / NDPI lazily (memmap or tifffile zarr store).
+
+    Pyramidal files (whole-slide scans, OME-TIFF pyramids): ``level`` picks a level (0 = full
+    resolution), or ``pixel_size_um`` the coarsest level whose pixels are no larger than that (with
+    5 % slack), from the microns per pixel in the metadata (:func:`slide_pixel_size`).
+    """
     import tifffile
 
     damage: list[str] = []
@@ -111,11 +117,19 @@ def open_tiff(path: Path, label: str) -> Opened:
                 raise InputError(f"Cannot read {label}: the file is truncated or damaged ({damage[0]})", _RECOPY)
             if series is None:
                 raise InputError(f"{label} contains no image", _RECOPY)
+            slide = None
+            levels = list(series.levels)
+            if len(levels) > 1 or level or pixel_size_um:
+                slide = _pick_level(tif, series, levels, label, level, pixel_size_um)
+                series = levels[slide["level"]]
             known = "".join(_TIFF_LETTERS.get(a, "?") for a in series.axes)
             check_dtype(series.dtype, label)
             _check_tiff_complete(series, path, label)
-            array, close = _tiff_array(tif, series, path)
-            return Opened(array, known, close)
+            if slide is not None and slide["level"] > 0:
+                array, close = _tiff_level_array(tif, tif.series[0], slide["level"])
+            else:
+                array, close = _tiff_array(tif, series, path)
+            return Opened(array, known, close, slide)
         except InputError:
             tif.close()
             raise
@@ -125,6 +139,58 @@ def open_tiff(path: Path, label: str) -> Opened:
                 f"Cannot read {label}: the TIFF is damaged or uses a layout that cannot be read: {_reason(exc)}",
                 _RECOPY,
             ) from exc
+
+
+def slide_pixel_size(tif: Any) -> float | None:
+    """Microns per pixel of a TIFF's full-resolution level: Aperio ``MPP``, OME ``PhysicalSizeX``, or the
+    resolution tags in centimetres / inches; ``None`` when the file does not say."""
+    import re
+
+    desc = tif.pages.first.description or ""
+    m = re.search(r"\|\s*MPP\s*=\s*([0-9.eE+-]+)", desc)
+    if m:
+        return float(m.group(1))
+    m = re.search(r'PhysicalSizeX="([0-9.eE+-]+)"', desc)
+    if m:
+        unit = re.search(r'PhysicalSizeXUnit="([^"]+)"', desc)
+        factor = {"nm": 1e-3, "mm": 1e3, "m": 1e6}.get(unit.group(1) if unit else "µm", 1.0)
+        return float(m.group(1)) * factor
+    tags = tif.pages.first.tags
+    res, unit = tags.get("XResolution"), tags.get("ResolutionUnit")
+    if res is not None and unit is not None and int(unit.value) in (2, 3):
+        num, den = res.value
+        if num:
+            per_unit = num / den  # pixels per inch (2) or per centimetre (3)
+            return (25_400.0 if int(unit.value) == 2 else 10_000.0) / per_unit
+    return None
+
+
+def _pick_level(tif: Any, series: Any, levels: list, label: str, level: int | None, pixel_size_um: float | None) -> dict:
+    base_w = levels[0].shape[levels[0].axes.index("X")]
+    down = [base_w / lv.shape[lv.axes.index("X")] for lv in levels]
+    mpp = slide_pixel_size(tif)
+    if level is None and pixel_size_um is not None:
+        if mpp is None:
+            raise InputError(f"{label} does not say its pixel size, so a level cannot be chosen by resolution", f"Give --level N instead (0..{len(levels) - 1})")
+        fine_enough = [i for i, d in enumerate(down) if mpp * d <= pixel_size_um * 1.05]
+        level = fine_enough[-1] if fine_enough else 0
+    level = level or 0
+    if not 0 <= level < len(levels):
+        raise InputError(f"{label} has {len(levels)} resolution level(s), so level {level} does not exist", f"Use --level 0..{len(levels) - 1}")
+    return {"level": level, "n_levels": len(levels), "downsample": round(down[level], 6), "pixel_size_um": None if mpp is None else mpp * down[level]}
+
+
+def _tiff_level_array(tif: Any, series: Any, level: int) -> tuple[Any, Callable[[], None]]:
+    import zarr
+
+    store = series.aszarr(level=level)
+    array = zarr.open(store, mode="r", zarr_format=2)
+
+    def close() -> None:
+        store.close()
+        tif.close()
+
+    return array, close
 
 
 @contextlib.contextmanager

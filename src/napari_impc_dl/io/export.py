@@ -422,7 +422,7 @@ def export_results(
                 report.masks.append(out / target.name)
                 step += 1
             if shapes:
-                files, rows = write_image_shapes(shapes, r.name, r.labels, r.objects, staging.path, colours=colours, cancel=cancel)
+                files, rows = write_image_shapes(shapes, r.name, r.labels, r.objects, staging.path, colours=colours, scale=(r.params or {}).get("downsample") or 1.0, cancel=cancel)
                 report.extra += [out / p.name for p in files]
                 rle.extend(rows)
                 step += len(shapes)

@@ -62,6 +62,9 @@ class ImageSource:
         self.spatial_shape = (self.shape[axes.index("Y")], self.shape[axes.index("X")])
         self.stack_shape = tuple(s for a, s in zip(axes, self.shape, strict=True) if a in _STACK)
         self._closer = closer
+        self.slide: dict | None = None
+        """Of a level of a pyramidal file: ``level``, ``n_levels``, ``downsample`` (full-resolution pixels per
+        pixel here) and ``pixel_size_um`` (here; None when the file does not say)."""
         self._samples: dict[tuple, np.ndarray] = {}  # sample() memo: input checks and normalisation share one read
         self._closed = False
         self._label = f"'{path}'" if path is not None else f"'{name}'"
@@ -236,10 +239,11 @@ def image_name(path: Path) -> str:
     return path.stem or path.name
 
 
-def open_image(path: str | Path, *, channel_axis: int | None | str = "auto") -> ImageSource:
+def open_image(path: str | Path, *, channel_axis: int | None | str = "auto", level: int | None = None, pixel_size_um: float | None = None) -> ImageSource:
     """Open an image file or ``.zarr`` folder lazily.
 
-    Formats: TIFF / OME-TIFF / ImageJ TIFF (first series, full resolution), ``.zarr`` (plain array,
+    Formats: TIFF / OME-TIFF / ImageJ TIFF / Aperio SVS / NDPI (first series; of a pyramid, the level
+    ``level``, or the coarsest with pixels of at most ``pixel_size_um``; default full resolution), ``.zarr`` (plain array,
     single-array group, OME-Zarr v0.4/v0.5 full resolution), ``.npy`` (memory-mapped), PNG/JPEG/BMP
     (read whole). ``channel_axis``: ``"auto"`` (metadata, then heuristics), an axis index of the
     stored array that holds the channels, or ``None`` for no channel axis.
@@ -249,11 +253,16 @@ def open_image(path: str | Path, *, channel_axis: int | None | str = "auto") -> 
     label = f"'{path}'"
     if not path.exists():
         raise InputError(f"{label} does not exist", "Check the path and the spelling of the file name")
-    opened = open_by_suffix(path, label)
+    if (level or pixel_size_um) and not path.name.lower().endswith((".tif", ".tiff", ".svs", ".ndpi")):
+        raise InputError(f"{label} is not a pyramidal TIFF, so --level / --pixel-size do not apply", "Leave them out for this file")
+    opened = open_by_suffix(path, label, level=level, pixel_size_um=pixel_size_um)
     try:
         check_dtype(opened.array.dtype, label)
         axes = resolve_axes(tuple(int(s) for s in opened.array.shape), opened.known_axes, channel_axis, label)
     except BaseException:
         opened.close()
         raise
-    return ImageSource(opened.array, axes, path=path, name=image_name(path), closer=opened.close)
+    src = ImageSource(opened.array, axes, path=path, name=image_name(path), closer=opened.close)
+    if opened.slide is not None:
+        src.slide = opened.slide
+    return src

@@ -3,9 +3,10 @@
 Coordinates are in the *image's* pixels with the convention Fiji, QuPath and shapely share for
 images: pixel ``(row, col)`` covers the square ``[col, col + 1) x [row, row + 1)`` and its centre
 is ``(col + 0.5, row + 0.5)``. An outline is the 0.5 iso-line of the object's mask (marching
-squares, objects 8-connected as our labels are), so it runs along pixel edges and cuts a corner
-only where the mask does: every pixel centre of the object lies inside it and every other one
-outside. Rasterising an outline by pixel centres gives the object back exactly (a test checks IoU 1
+squares, objects 8-connected as our labels are) with each corner cut squared off, so it runs along
+pixel edges only: every pixel centre of the object lies inside it and every other one outside, and
+scaled by a pyramid level's integer factor it still covers whole pixels. Two pixels of an object
+that meet only at a corner make two pieces touching at that point. Rasterising an outline by pixel centres gives the object back exactly (a test checks IoU 1
 per object), holes included: an object with holes is a polygon with interior rings; an object in
 several pieces (e.g. a chromosome half hidden by another) is a MultiPolygon.
 
@@ -52,10 +53,13 @@ def outline_of(mask: np.ndarray, offset: tuple[int, int] = (0, 0)):
     for c in find_contours(padded, 0.5, fully_connected="high"):
         if len(c) < 4:
             continue
+        c = _staircase(c)
         xy = np.column_stack([c[:, 1] - 1 + offset[1] + 0.5, c[:, 0] - 1 + offset[0] + 0.5])
         poly = Polygon(xy)
+        if not poly.is_valid:  # two diagonal pixels of the object meet at a corner: pieces touching at a point
+            poly = _polygons(shapely.make_valid(poly))
         if poly.area > 0:
-            rings.append(poly)
+            rings.extend(_parts(poly) if hasattr(poly, "geoms") else [poly])
     if not rings:
         return Polygon()
     rings.sort(key=lambda p: -p.area)
@@ -77,6 +81,34 @@ def outline_of(mask: np.ndarray, offset: tuple[int, int] = (0, 0)):
             holes = [rings[k].exterior.coords for k in range(len(rings)) if parents[k] == i and depth[k] % 2 == 1]
             pieces.append(shapely.simplify(Polygon(r.exterior.coords, holes), 0))  # collinear vertices dropped
     return pieces[0] if len(pieces) == 1 else MultiPolygon(pieces)
+
+
+def _staircase(c: np.ndarray) -> np.ndarray:
+    """A marching-squares contour (points halfway between pixel centres) with every corner cut replaced by the
+    pixel corner it cuts: the outline then runs along pixel edges only, so scaling it by an integer (a coarser
+    pyramid level drawn on the full-resolution image) still gives whole pixels."""
+    p, q = c[:-1], c[1:]
+    diagonal = (np.abs(p - q) > 1e-9).all(axis=1)
+    if not diagonal.any():
+        return c
+    half = lambda v: np.abs(v - np.round(v)) > 0.25  # noqa: E731  (a coordinate halfway between two centres)
+    corner = np.where(half(p), p, q)  # per axis: the coordinate that lies on a pixel edge
+    out = np.empty((len(c) + int(diagonal.sum()), 2))
+    idx = np.arange(len(p)) + np.concatenate([[0], np.cumsum(diagonal)[:-1]])
+    out[idx] = p
+    out[idx[diagonal] + 1] = corner[diagonal]
+    out[-1] = c[-1]
+    return out
+
+
+def _polygons(geom):
+    from shapely.geometry import MultiPolygon, Polygon
+
+    if isinstance(geom, (Polygon, MultiPolygon)):
+        return geom
+    polys = [g for g in getattr(geom, "geoms", []) if isinstance(g, (Polygon, MultiPolygon))]
+    flat = [p for g in polys for p in _parts(g)]
+    return flat[0] if len(flat) == 1 else MultiPolygon(flat)
 
 
 def iter_outlines(labels, objects=None, *, cancel=None) -> Iterator[Outline]:
@@ -102,6 +134,18 @@ def iter_outlines(labels, objects=None, *, cancel=None) -> Iterator[Outline]:
         crop = np.asarray(labels[ys, xs]) == lab
         if crop.any():
             yield Outline(lab, outline_of(crop, (ys.start, xs.start)))
+
+
+def scaled(outlines: Iterator[Outline], factor: float) -> Iterator[Outline]:
+    """``outlines`` with coordinates multiplied by ``factor`` (about the image's corner): labels of a coarser
+    pyramid level drawn on the full-resolution image."""
+    if factor == 1:
+        yield from outlines
+        return
+    from shapely.affinity import scale
+
+    for o in outlines:
+        yield Outline(o.label, scale(o.geometry, factor, factor, origin=(0, 0)))
 
 
 def rasterize(geometry, shape: tuple[int, int]) -> np.ndarray:

@@ -230,16 +230,24 @@ def write_masks_csv(path: str | os.PathLike, rows: Iterable[list]) -> tuple[Path
     return path, n
 
 
-def write_image_shapes(formats: Sequence[str], name: str, labels, objects, path_for, *, colours=None, cancel=None) -> tuple[list[Path], list[list]]:
-    """The ROI set and GeoJSON of one image (``path_for(file name)`` says where) and its masks CSV rows."""
-    from .outlines import iter_outlines
+def write_image_shapes(formats: Sequence[str], name: str, labels, objects, path_for, *, colours=None, scale: float = 1.0, cancel=None) -> tuple[list[Path], list[list]]:
+    """The ROI set and GeoJSON of one image (``path_for(file name)`` says where) and its masks CSV rows.
+
+    ``scale``: full-resolution pixels per pixel of ``labels`` (a slide segmented at a coarser level), so
+    that ROI and GeoJSON coordinates are those of the original image; the masks CSV stays at the labels' size.
+    """
+    from .outlines import iter_outlines, scaled
 
     stem = _safe(name)
     files, rows = [], []
+
+    def outlines():
+        return scaled(iter_outlines(labels, objects, cancel=cancel), scale)
+
     if "roi" in formats:
-        files.append(write_roi_zip(path_for(stem + "_rois.zip"), iter_outlines(labels, objects, cancel=cancel), objects)[0])
+        files.append(write_roi_zip(path_for(stem + "_rois.zip"), outlines(), objects)[0])
     if "geojson" in formats:
-        files.append(write_geojson(path_for(stem + ".geojson"), iter_outlines(labels, objects, cancel=cancel), objects, colours)[0])
+        files.append(write_geojson(path_for(stem + ".geojson"), outlines(), objects, colours)[0])
     if "rle" in formats:
         rows = rle_rows(name, labels, objects)
     return files, rows
