@@ -300,3 +300,12 @@ def test_segment_then_classify_in_one_click(make_napari_viewer, qtbot, wait_idle
     assert len(f) > 0
     assert {"class", "p_debris", "p_nucleus", "p_rod", "classifier_hash", "area"} <= set(f.columns)
     assert set(f["class"]) <= {"debris", "nucleus", "rod"} and (f["class"] != "").all()
+    # moving a Postprocessing slider re-makes the objects: they are classified again, not left without classes
+    layer = viewer.layers["objects labels"]
+    seg.foreground.setValue(0.7)
+    qtbot.waitUntil(lambda: layer.metadata["napari_impc_dl"]["params"]["foreground_threshold"] == 0.7, timeout=30_000)
+    wait_idle(seg, 60)
+    f2 = layer.features
+    assert len(f2) == layer.metadata["napari_impc_dl"]["n_objects"] and (f2["class"] != "").all()
+    assert {"p_debris", "classifier_hash"} <= set(f2.columns)
+    assert any(k in seg.count.text() for k in ("debris", "nucleus", "rod"))

@@ -97,6 +97,7 @@ class _Shown:
     result: Any  # api.LayerResult
     data: Any  # the image data it came from
     config: SegmentConfig
+    classifier: str | None = None  # "Then classify": a relabel classifies the new objects again
 
 
 class SegmentWidget(QWidget):
@@ -481,7 +482,7 @@ class SegmentWidget(QWidget):
         self._job = Job(
             job,
             desc=f"Segment {name}",
-            on_done=lambda value: self._show(image, data, config, ref, value),
+            on_done=lambda value: self._show(image, data, config, ref, value, classifier),
             on_failed=lambda exc: self.status.setText(f"Stopped: {exc}"),
             on_discard=lambda value: value[1].scratch and value[1].scratch.cleanup(),
             on_progress=self._progress,
@@ -511,7 +512,7 @@ class SegmentWidget(QWidget):
         self.cancel_button.setEnabled(False)
         self.progress.setVisible(False)
 
-    def _show(self, image: dict, data, config: SegmentConfig, ref: str, value) -> None:
+    def _show(self, image: dict, data, config: SegmentConfig, ref: str, value, classifier: str | None = None) -> None:
         """GUI thread: turn a finished run into a Labels layer."""
         model, shown, seconds, features = value
         self._models[(ref, config.device)] = model
@@ -550,7 +551,7 @@ class SegmentWidget(QWidget):
             _keep_scratch(layer, shown.scratch)
         elif scratch_of(layer) is not None:  # an earlier large result of this layer was replaced by an in-memory one
             _SCRATCH.pop(unwrap(layer)).cleanup()
-        self._shown = _Shown(weakref.ref(unwrap(layer)), shown, data, config)
+        self._shown = _Shown(weakref.ref(unwrap(layer)), shown, data, config, classifier)
         self._refresh_devices(used=res.timings.get("device"))
         self._report(res, seconds)
 
@@ -625,6 +626,9 @@ class SegmentWidget(QWidget):
             from .. import api
 
             new = api.relabel_layer(previous, shown.data, config, pyramid_side=PYRAMID_SIDE, progress=progress, cancel=cancel)
+            if shown.classifier:  # new objects: their classes (and the counts per class) are computed again
+                clf = api.load_classifier(shown.classifier, device=config.device)
+                new.result.objects = _classify(clf, shown.data, previous.result.name, config, new.result, progress, cancel)
             return new, features_with_index(new.result.objects)
 
         self._relabel_job = Job(
@@ -651,6 +655,10 @@ class SegmentWidget(QWidget):
         old_levels = shown.result.levels
         layer.data = new.levels if len(new.levels) > 1 else new.levels[0]
         layer.features = features
+        if "class" in features.columns and "classifier_name" in features.columns:
+            from ._annotate import recolour
+
+            recolour(layer, sorted(c for c in set(features["class"].astype(str)) if c))
         meta = dict(provenance(layer) or {})
         meta.update(params=dict(new.result.params), n_objects=int(new.result.n_objects))
         layer.metadata = {**layer.metadata, META_KEY: meta}
