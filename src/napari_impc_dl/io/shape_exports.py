@@ -67,8 +67,11 @@ def _roi(outline, name: str):
         roi = roifile.ImagejRoi.frompoints(xy, name=name)
         roi.roitype = roifile.ROI_TYPE.POLYGON
         return roi
+    from shapely.geometry.polygon import orient
+
     path: list[float] = []
-    for p in parts:  # every ring as MOVETO, LINETO..., CLOSE (Fiji fills composite ROIs even-odd)
+    for p in parts:  # every ring as MOVETO, LINETO..., CLOSE, absolute coordinates (as ImageJ's ShapeRoi stores them)
+        p = orient(p, sign=1.0)  # holes wound against their exterior: a hole under both the even-odd and non-zero rules
         for ring in [p.exterior, *p.interiors]:
             xy = np.asarray(ring.coords, np.float32)[:-1]
             path += [0.0, float(xy[0, 0]), float(xy[0, 1])]
