@@ -2,7 +2,7 @@
 
 Both slides are rendered block by block from the synthetic nuclei generator (uint16, 256² tiles, Aperio
 description with MPP = 0.25, levels /4 and /16), then each is segmented at full resolution in a fresh process
-(`segment SLIDE --out DIR --export geojson`); the peak resident memory of that process is read from the kernel.
+(`segment SLIDE --out DIR`, ``--export`` formats optional); the peak resident memory of that process is read from the kernel.
 
     .venv/bin/python benchmarks/bench_slide.py [--big 20480] [--small 4096]
 
@@ -57,12 +57,13 @@ def write_slide(path: Path, size: int) -> Path:
     return path
 
 
-def run(slide: Path, out: Path) -> dict:
+def run(slide: Path, out: Path, export: list[str]) -> dict:
+    extra = ["--export", *export] if export else []
     code = (
         "import resource, sys, time, json\n"
         "from napari_impc_dl.cli import main\n"
         "t = time.perf_counter()\n"
-        f"rc = main(['segment', {str(slide)!r}, '--out', {str(out)!r}, '--device', 'cpu', '--export', 'geojson'])\n"
+        f"rc = main(['segment', {str(slide)!r}, '--out', {str(out)!r}, '--device', 'cpu', *{extra!r}])\n"
         "print(json.dumps({'rc': rc, 'seconds': time.perf_counter() - t, 'peak_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))\n"
     )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
@@ -80,14 +81,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--big", type=int, default=20480)
     ap.add_argument("--small", type=int, default=4096)
+    ap.add_argument("--export", nargs="*", default=[], help="also export (roi, geojson, rle): off by default, the figure is the segmentation's")
     a = ap.parse_args()
     WORK.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     small, big = write_slide(WORK / f"slide_{a.small}.svs", a.small), write_slide(WORK / f"slide_{a.big}.svs", a.big)
     print(f"slides written in {time.perf_counter() - t0:.0f} s", flush=True)
-    rs = run(small, WORK / f"seg_{a.small}")
+    rs = run(small, WORK / f"seg_{a.small}", a.export)
     print("small", rs, flush=True)
-    rb = run(big, WORK / f"seg_{a.big}")
+    rb = run(big, WORK / f"seg_{a.big}", a.export)
     print("big", rb, flush=True)
     print(json.dumps({"small": a.small, "big": a.big, "peak_rss_mb_small": round(rs["peak_rss_mb"], 1), "peak_rss_mb_big": round(rb["peak_rss_mb"], 1),
                       "ratio": round(rb["peak_rss_mb"] / rs["peak_rss_mb"], 3), "seconds_small": round(rs["seconds"], 1), "seconds_big": round(rb["seconds"], 1),

@@ -101,6 +101,7 @@ def segment(
     from .io.outputs import Staging, create_zarr, ensure_writable_dir, label_dtype, write_csv_atomic, write_tif_atomic
 
     from .io.shape_exports import SHAPE_FORMATS, class_colours, write_image_shapes, write_masks_csv
+    from .presets import classifier_for
 
     config = config or validated(SegmentConfig, **overrides)
     if not inputs:
@@ -111,7 +112,7 @@ def segment(
     rle: list[list] = []
     out = Path(out_dir)
     runnable = model if _is_runnable(model) else load_model(model, device=config.device)
-    classifier = _preset_classifier(model, classifier)
+    classifier = classifier_for(model, classifier)
     if classifier is not None:
         classifier = load_classifier(classifier, device=config.device)
         if classifier.spec.level != "object":
@@ -232,18 +233,6 @@ def batch(
     config = config or validated(SegmentConfig, **overrides)
     options = validated(BatchConfig, workers=workers, scheduler=scheduler, force=force, hash_inputs=hash_inputs, export=list(export or ()))
     return run_batch(inputs, out_dir, model=model, config=config, options=options, classifier=classifier, weights=weights, trust_code=trust_code, client=client, progress=progress, cancel=cancel)
-
-
-def _preset_classifier(model, classifier):
-    """The classifier a ``segment`` run uses: the one given, none (``"none"``), or the model preset's own."""
-    from .presets import get
-
-    if isinstance(classifier, str) and classifier.strip().lower() in ("none", "no", ""):
-        return None
-    preset = get(model) if isinstance(model, str) else None
-    if classifier is None and preset is not None and preset.classifier:
-        return preset.name
-    return classifier
 
 
 # ----------------------------------------------------------------------------- training and classification

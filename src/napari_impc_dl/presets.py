@@ -85,6 +85,17 @@ def get(name) -> Preset | None:
     return PRESETS.get(name.strip().lower()) if isinstance(name, str) else None
 
 
+def classifier_for(model, classifier):
+    """The object classifier a ``segment`` / ``batch`` run uses: the one given, none (``"none"``), or the model
+    preset's own (chromosomes, cells)."""
+    if isinstance(classifier, str) and classifier.strip().lower() in ("none", "no", ""):
+        return None
+    preset = get(model)
+    if classifier is None and preset is not None and preset.classifier:
+        return preset.name
+    return classifier
+
+
 def _require(name: str) -> Preset:
     preset = get(name)
     if preset is None:

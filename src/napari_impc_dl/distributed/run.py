@@ -72,17 +72,6 @@ def _ref(model):
     return str(p.resolve()) if p.exists() else str(model)
 
 
-def _classifier_ref(model, classifier):
-    from ..presets import get
-
-    if isinstance(classifier, str) and classifier.strip().lower() in ("none", "no", ""):
-        return None
-    preset = get(model) if isinstance(model, str) else None
-    if classifier is None and preset is not None and preset.classifier:
-        return preset.name
-    return classifier
-
-
 def _card_hash(ref, kind: str) -> str | None:
     """The content hash of a checkpoint reference (a preset, a file, a training folder) from its card, checked
     to be a segmentation model (``kind="model"``) or an object classifier; None for anything else (a package)."""
@@ -164,7 +153,9 @@ def run_batch(
 
     # the models: their hashes identify results; in-process they also run here (on a cluster the workers load
     # them: here a checkpoint's card is enough, read without torch)
-    clf_ref = _classifier_ref(model, classifier)
+    from ..presets import classifier_for
+
+    clf_ref = classifier_for(model, classifier)
     if on_dask and hasattr(clf_ref, "forward"):
         raise InputError("A loaded classifier cannot be sent to dask workers", "Pass its reference (preset, training folder, checkpoint or package) instead")
     runnable = clf = None

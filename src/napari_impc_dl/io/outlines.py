@@ -120,13 +120,11 @@ def iter_outlines(labels, objects=None, *, cancel=None) -> Iterator[Outline]:
     from scipy import ndimage
 
     if objects is not None and len(objects) and {"bbox_min_y", "bbox_min_x", "bbox_max_y", "bbox_max_x"} <= set(objects.columns):
-        boxes = [
-            (int(r.label), slice(int(r.bbox_min_y), int(r.bbox_max_y)), slice(int(r.bbox_min_x), int(r.bbox_max_x)))
-            for r in objects[["label", "bbox_min_y", "bbox_min_x", "bbox_max_y", "bbox_max_x"]].itertuples(index=False)
-        ]
+        cols = [objects[c].to_numpy(np.int64) for c in ("label", "bbox_min_y", "bbox_min_x", "bbox_max_y", "bbox_max_x")]
+        boxes = ((int(l), slice(int(y0), int(y1)), slice(int(x0), int(x1))) for l, y0, x0, y1, x1 in zip(*cols))  # lazily: 10^6 objects
     else:
         arr = np.asarray(labels)
-        boxes = [(i, sl[0], sl[1]) for i, sl in enumerate(ndimage.find_objects(arr), start=1) if sl is not None]
+        boxes = ((i, sl[0], sl[1]) for i, sl in enumerate(ndimage.find_objects(arr), start=1) if sl is not None)
         labels = arr
     for lab, ys, xs in boxes:
         if cancel is not None:

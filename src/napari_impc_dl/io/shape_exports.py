@@ -132,25 +132,18 @@ def read_roi_zip(path, shape: tuple[int, int]) -> dict[str, np.ndarray]:
 # ----------------------------------------------------------------------------- QuPath GeoJSON
 
 
-def _measurements(row: dict) -> dict:
-    skip = {"label", "class", "image", "model_name", "model_hash", "classifier_name", "classifier_hash"}
-    out = {}
-    for k, v in row.items():
-        if k in skip:
-            continue
-        if isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) and np.isfinite(v):
-            out[k] = float(v)
-    return out
-
-
 def write_geojson(path: str | os.PathLike, outlines: Iterable, objects=None, colours: dict[str, str] | None = None) -> tuple[Path, int]:
     """Write a QuPath-importable FeatureCollection of detections; returns ``(path, number of features)``."""
     from shapely.geometry import mapping
 
     path = Path(path)
-    rows = {}
+    # measurements as one numpy column each and a label -> row lookup: no per-object dicts held (a slide has 10^6 objects)
+    row_of: dict[int, int] = {}
+    numeric: dict[str, np.ndarray] = {}
     if objects is not None and len(objects):
-        rows = {int(r["label"]): r for r in objects.to_dict("records")}
+        row_of = {int(v): i for i, v in enumerate(objects["label"].to_numpy())}
+        skip = {"label", "class", "image", "model_name", "model_hash", "classifier_name", "classifier_hash"}
+        numeric = {c: objects[c].to_numpy(np.float64) for c in objects.columns if c not in skip and objects[c].dtype.kind in "iuf"}
     classes = _classes_by_label(objects)
     colours = colours or class_colours(sorted(set(classes.values())))
     tmp = _tmp(path)
@@ -162,8 +155,9 @@ def write_geojson(path: str | os.PathLike, outlines: Iterable, objects=None, col
             if o.label in classes:
                 c = classes[o.label]
                 props["classification"] = {"name": c, "color": _rgb(colours.get(c, PALETTE[0]))}
-            if o.label in rows:
-                props["measurements"] = _measurements(rows[o.label])
+            i = row_of.get(o.label)
+            if i is not None:
+                props["measurements"] = {c: float(v[i]) for c, v in numeric.items() if np.isfinite(v[i])}
             feature = {"type": "Feature", "id": f"object-{o.label}", "geometry": mapping(o.geometry), "properties": props}
             f.write(("" if n == 0 else ",\n") + json.dumps(feature, separators=(",", ":")))
             n += 1
