@@ -53,7 +53,7 @@ def outline_of(mask: np.ndarray, offset: tuple[int, int] = (0, 0)):
     for c in find_contours(padded, 0.5, fully_connected="high"):
         if len(c) < 4:
             continue
-        c = _staircase(c)
+        c = _drop_collinear(_staircase(c))
         xy = np.column_stack([c[:, 1] - 1 + offset[1] + 0.5, c[:, 0] - 1 + offset[0] + 0.5])
         poly = Polygon(xy)
         if not poly.is_valid:  # two diagonal pixels of the object meet at a corner: pieces touching at a point
@@ -79,7 +79,7 @@ def outline_of(mask: np.ndarray, offset: tuple[int, int] = (0, 0)):
     for i, r in enumerate(rings):
         if depth[i] % 2 == 0:
             holes = [rings[k].exterior.coords for k in range(len(rings)) if parents[k] == i and depth[k] % 2 == 1]
-            pieces.append(shapely.simplify(Polygon(r.exterior.coords, holes), 0))  # collinear vertices dropped
+            pieces.append(Polygon(r.exterior.coords, holes))
     return pieces[0] if len(pieces) == 1 else MultiPolygon(pieces)
 
 
@@ -99,6 +99,18 @@ def _staircase(c: np.ndarray) -> np.ndarray:
     out[idx[diagonal] + 1] = corner[diagonal]
     out[-1] = c[-1]
     return out
+
+
+def _drop_collinear(c: np.ndarray) -> np.ndarray:
+    """A closed ring (first point = last) without the vertices that continue a straight edge (fewer points to write)."""
+    ring = c[:-1]
+    if len(ring) < 4:
+        return c
+    d = np.diff(np.vstack([ring[-1:], ring, ring[:1]]), axis=0)  # the edge into and out of every vertex
+    into, out = d[:-1], d[1:]
+    turn = np.abs(into[:, 0] * out[:, 1] - into[:, 1] * out[:, 0]) > 1e-9
+    kept = ring[turn]
+    return np.vstack([kept, kept[:1]]) if len(kept) >= 3 else c
 
 
 def _polygons(geom):
