@@ -169,8 +169,6 @@ def segment(
 
                     objects, row = classify_segmented(classifier, src, res, config.channel, progress=_stage(prog, "classify"), cancel=cancel)
                 if export:
-                    if len(res.labels.shape) != 2:
-                        raise InputError(f"{src.name} has planes ({res.stack_axes}): ROI sets, GeoJSON and masks CSV are written for 2D images", "Leave out --export for image stacks")
                     colours = class_colours(classifier.classes) if classifier is not None else None
                     rle += write_image_shapes(export, src.name, res.labels, objects, staging.path, colours=colours, scale=res.params.get("downsample") or 1.0, cancel=cancel)[1]
                 tables.append(with_provenance(objects, src.name, model_info))

@@ -183,8 +183,6 @@ def finish_image(out: Path, item, tmp: Path, lname: str, res, classifier, src, c
     if export:
         from ..io.shape_exports import class_colours, write_image_shapes, write_masks_csv
 
-        if len(res.labels.shape) != 2:
-            raise InputError(f"{item.name} has planes ({res.stack_axes}): ROI sets, GeoJSON and masks CSV are written for 2D images", "Leave out --export for image stacks")
         colours = class_colours(classifier.classes) if classifier is not None else None
         shape_files, rle = write_image_shapes(export, item.name, res.labels, objects, lambda n: tmp / n, colours=colours, scale=res.params.get("downsample") or 1.0, cancel=cancel)
         if "rle" in export:

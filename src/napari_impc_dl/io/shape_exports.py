@@ -233,8 +233,11 @@ def write_image_shapes(formats: Sequence[str], name: str, labels, objects, path_
     ``scale``: full-resolution pixels per pixel of ``labels`` (a slide segmented at a coarser level), so
     that ROI and GeoJSON coordinates are those of the original image; the masks CSV stays at the labels' size.
     """
+    from ..errors import InputError
     from .outlines import iter_outlines, scaled
 
+    if len(labels.shape) != 2:
+        raise InputError(f"{name} has {len(labels.shape) - 2} stack axis/axes: ROI sets, GeoJSON and masks CSV are written for 2D images", "Leave out --export (or the outline formats) for image stacks")
     stem = _safe(name)
     files, rows = [], []
 
