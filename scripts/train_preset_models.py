@@ -1,13 +1,14 @@
 """Train a preset's bundled starter models, reproducibly, on its synthetic generator.
 
-    python scripts/train_preset_models.py chromosomes|cells [--work DIR] [--seg-minutes M] [--cls-minutes M]
+    python scripts/train_preset_models.py chromosomes|cells|fibrosis [--work DIR] [--seg-minutes M] [--cls-minutes M]
 
-For each preset: a training set (dataset seed 1100 for chromosomes, 1200 for cells) and a
-validation set (seed 2100 / 2200) from ``napari_impc_dl.api.synth``; then the project's own
+For each preset: a training set (dataset seed 1100 for chromosomes, 1200 for cells, 1300 for
+fibrosis) and a validation set (seed 2100 / 2200 / 2300) from ``napari_impc_dl.api.synth``; then the project's own
 ``train`` verb (``api.train_segmentation`` for the U-Net, ``api.train_classification`` at object
-level for the classifier, trained on the true masks); then the best checkpoints are copied into
+level for the classifier, trained on the true masks; ``fibrosis`` has a semantic U-Net only, trained
+on class maps with ``classes=background,tissue,fibrosis``); then the best checkpoints are copied into
 ``src/napari_impc_dl/data/`` with an honest card (synthetic data only). The bundled sample image
-(seed 3100 / 3200) and its truth are written there too. The evaluation seeds of
+(seed 3100 / 3200 / 3300) and its truth are written there too. The evaluation seeds of
 ``benchmarks/eval_presets.py`` (5000 and up) are never used here. CPU, 2 threads: about 25 minutes
 per preset on the development machine.
 """
@@ -61,6 +62,21 @@ SETUP = {
         "seg_text": "Starter U-Net for cells in two-channel fluorescence (channel 0 cytoplasm / membrane, channel 1 nuclei): cell instances, touching cells separated.",
         "cls_text": "Starter object classifier of mitosis phase (CellCognition's classes) from each cell's crop (both channels and the cell mask).",
     },
+    "fibrosis": {
+        "seeds": (1300, 2300, 3300), "n_train": 96, "n_val": 10, "size": 512,
+        "seg": {"arch": "mobilenetv3-minimal", "patch": 256, "batch": 8, "lr": 3e-3, "epochs": 30, "patience": 8, "min_foreground": 0.0,
+                "classes": ["background", "tissue", "fibrosis"], "background": ["background"]},
+        "cls": None,
+        "data": (
+            "Synthetic H&E-like brightfield tissue only ({n} 512x512 RGB tiles of napari_impc_dl.synthetic.fibrosis, dataset seed {seed}): "
+            "eosin-pink parenchyma with hematoxylin nuclei, pale collagen-rich fibrotic patches and bands with wavy fibres and sparse spindle "
+            "nuclei, vessels and airspaces, glass around the section, stain and illumination variation, blur and noise. "
+            "Never trained on real slides: check it against a pathologist's scoring on your stain (and fine-tune on a few annotated tiles) before reporting fractions."
+        ),
+        "channels": ["red", "green", "blue"],
+        "seg_text": "Starter semantic U-Net for fibrosis on H&E-like brightfield tissue (RGB): background (glass), tissue and fibrosis per pixel; per image the fibrotic share of the tissue.",
+        "cls_text": "",
+    },
 }
 
 
@@ -99,7 +115,7 @@ def main() -> None:
             time_limit_min=args.seg_minutes, name=args.preset, progress=log, **st["seg"],
         )
         print(json.dumps(_finalise(rep.model, DATA / f"{args.preset}.safetensors", args.preset, st["seg_text"], data_text, script, seg_extra)), flush=True)
-    if args.only in (None, "cls"):
+    if args.only in (None, "cls") and st["cls"] is not None:
         rep = api.train_classification(
             work / "cls", data=work / "train/objects_truth.csv", images=work / "train/images", labels=work / "train/masks", level="object",
             val_dir=str(work / "val"), seed=0, time_limit_min=args.cls_minutes, name=f"{args.preset}-classes", progress=log, **st["cls"],
@@ -107,7 +123,8 @@ def main() -> None:
         print(json.dumps(_finalise(rep.model, DATA / f"{args.preset}_classes.safetensors", f"{args.preset}-classes", st["cls_text"], data_text, script)), flush=True)
     if args.only == "cards":
         print(json.dumps(_finalise(work / "seg/model.safetensors", DATA / f"{args.preset}.safetensors", args.preset, st["seg_text"], data_text, script, seg_extra)), flush=True)
-        print(json.dumps(_finalise(work / "cls/model.safetensors", DATA / f"{args.preset}_classes.safetensors", f"{args.preset}-classes", st["cls_text"], data_text, script)), flush=True)
+        if st["cls"] is not None:
+            print(json.dumps(_finalise(work / "cls/model.safetensors", DATA / f"{args.preset}_classes.safetensors", f"{args.preset}-classes", st["cls_text"], data_text, script)), flush=True)
     if args.only in (None, "sample"):
         tmp = work / "sample"
         api.synth(args.preset, 1, tmp, size=1024, seed=sample_seed)
@@ -117,6 +134,8 @@ def main() -> None:
         import pandas as pd
 
         for table in ("objects_truth", "truth"):  # rows named after the bundled file
+            if not (tmp / f"{table}.csv").is_file():  # a semantic preset has no objects
+                continue
             df = pd.read_csv(tmp / f"{table}.csv")
             df["image"] = f"sample_{args.preset}"
             df.to_csv(DATA / f"sample_{args.preset}_{table}.csv", index=False)

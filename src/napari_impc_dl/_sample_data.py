@@ -7,8 +7,8 @@
 - **Coins** / **Cell** from scikit-image (offline): real photographs of round objects / one cell.
 - **Rods, nuclei and debris, annotated**: a synthetic image, its labels and each object's class, for
   trying Annotate -> Train -> Classify in two minutes.
-- **Metaphase spread** / **Cells with mitosis phases**: the bundled samples of the ``chromosomes``
-  and ``cells`` presets (1024 x 1024, made by ``scripts/train_preset_models.py`` from seeds never
+- **Metaphase spread** / **Cells with mitosis phases** / **Tissue with fibrosis**: the bundled
+  samples of the ``chromosomes``, ``cells`` and ``fibrosis`` presets (1024 x 1024, made by ``scripts/train_preset_models.py`` from seeds never
   trained on), with their ground truth (labels with each object's true class, hidden) and the
   true counts in the layer's metadata.
 
@@ -101,7 +101,13 @@ def _preset_sample(preset: str) -> list[tuple]:
     truth_labels = DATA / f"{stem}_labels.tif"
     if truth_labels.is_file():
         lab = tifffile.imread(truth_labels)
-        objects = pd.read_csv(DATA / f"{stem}_objects_truth.csv")
+        objects_csv = DATA / f"{stem}_objects_truth.csv"
+        if objects_csv.is_file():
+            objects = pd.read_csv(objects_csv)
+        else:  # a class map (semantic preset): one "object" per class
+            from .synthetic.fibrosis import CLASSES
+
+            objects = pd.DataFrame({"label": range(len(CLASSES)), "class": CLASSES})
         features = pd.DataFrame({"index": objects["label"], "label": objects["label"], "class": objects["class"]})
         truth = pd.read_csv(DATA / f"{stem}_truth.csv").iloc[0].to_dict()
         layers.append((lab, {"name": f"{stem} ground truth", "visible": False, "features": features, "metadata": {"truth": truth}}, "labels"))
@@ -116,3 +122,9 @@ def chromosomes() -> list[tuple]:
 def cells() -> list[tuple]:
     """The ``cells`` preset's sample: one synthetic two-channel cell field (cytoplasm, nuclei) and its truth."""
     return _preset_sample("cells")
+
+
+def fibrosis() -> list[tuple]:
+    """The ``fibrosis`` preset's sample: one synthetic H&E-like tissue tile (RGB) and its true class map
+    (background / tissue / fibrosis, hidden), the true areas and fractions in its metadata."""
+    return _preset_sample("fibrosis")

@@ -101,6 +101,7 @@ def segment(
     from .io.outputs import Staging, create_zarr, ensure_writable_dir, label_dtype, write_csv_atomic, write_tif_atomic
 
     from .io.shape_exports import SHAPE_FORMATS, class_colours, write_image_shapes, write_masks_csv
+    from .inference.semantic import semantic_spec
     from .presets import classifier_for
 
     config = config or validated(SegmentConfig, **overrides)
@@ -113,6 +114,9 @@ def segment(
     out = Path(out_dir)
     runnable = model if _is_runnable(model) else load_model(model, device=config.device)
     classifier = classifier_for(model, classifier)
+    semantic = semantic_spec(runnable)
+    if classifier is not None and semantic is not None:
+        raise InputError(f"'{runnable.info.name}' gives a class per pixel ({', '.join(semantic['classes'])}), not objects, so there is nothing for --classifier to classify", "Leave --classifier out (or use an instance segmentation model)")
     if classifier is not None:
         classifier = load_classifier(classifier, device=config.device)
         if classifier.spec.level != "object":
@@ -169,7 +173,7 @@ def segment(
 
                     objects, row = classify_segmented(classifier, src, res, config.channel, progress=_stage(prog, "classify"), cancel=cancel)
                 if export:
-                    colours = class_colours(classifier.classes) if classifier is not None else None
+                    colours = class_colours(classifier.classes) if classifier is not None else class_colours([c for c in semantic["classes"] if c not in semantic["background"]]) if semantic else None
                     rle += write_image_shapes(export, src.name, res.labels, objects, staging.path, colours=colours, scale=res.params.get("downsample") or 1.0, cancel=cancel)[1]
                 tables.append(with_provenance(objects, src.name, model_info))
                 results_rows.append(row)
@@ -293,10 +297,13 @@ def synth(kind: str, n: int, out_dir: str | os.PathLike, *, size: int | None = N
     ``lateral/`` X-ray-like images, ``n`` of each (image classification); ``chromosomes`` (metaphase
     spreads) and ``cells`` (two-channel cells with a mitosis phase): ``images/``, ``masks/``
     (``cells`` also ``nuclei/``), ``truth.csv`` (the preset's counts columns) and ``objects_truth.csv``
-    (image, label, class). ``density`` / ``contrast`` / ``scale`` move the ``chromosomes`` and
-    ``cells`` generators away from their defaults (domain-shifted test sets).
+    (image, label, class); ``fibrosis`` (H&E-like tissue): ``images/`` (RGB), ``masks/`` (class maps:
+    0 background, 1 tissue, 2 fibrosis) and ``truth.csv`` (areas and fractions, the preset's counts
+    columns). ``density`` / ``contrast`` / ``scale`` move the ``chromosomes``, ``cells`` and
+    ``fibrosis`` generators away from their defaults (domain-shifted test sets; for fibrosis
+    ``density`` scales the amount of fibrosis, ``contrast`` the stain).
     """
-    defaults = {"nuclei": 256, "shapes": 256, "views": 256, "chromosomes": 768, "cells": 512}
+    defaults = {"nuclei": 256, "shapes": 256, "views": 256, "chromosomes": 768, "cells": 512, "fibrosis": 512}
     if kind not in defaults:
         raise InputError(f"Unknown synthetic dataset '{kind}'", f"Available: {', '.join(defaults)}")
     size = defaults[kind] if size is None else size
@@ -304,14 +311,16 @@ def synth(kind: str, n: int, out_dir: str | os.PathLike, *, size: int | None = N
     if n < 1 or size < smallest:
         raise InputError(f"Need --n >= 1 and --size >= {smallest} (got n={n}, size={size})", "Increase them")
     shifted = (density, contrast, scale) != (1.0, 1.0, 1.0)
-    if kind in ("chromosomes", "cells"):
+    if kind in ("chromosomes", "cells", "fibrosis"):
         if kind == "chromosomes":
             from .synthetic.chromosomes import write_chromosomes_dataset as write
-        else:
+        elif kind == "cells":
             from .synthetic.cells import write_cells_dataset as write
+        else:
+            from .synthetic.fibrosis import write_fibrosis_dataset as write
         return write(out_dir, n, size=size, seed=seed, density=density, contrast=contrast, scale=scale)
     if shifted:
-        raise InputError(f"--density, --contrast and --scale apply to the chromosomes and cells datasets, not '{kind}'", "Leave them out")
+        raise InputError(f"--density, --contrast and --scale apply to the chromosomes, cells and fibrosis datasets, not '{kind}'", "Leave them out")
     from .synthetic import write_nuclei_dataset
     from .synthetic.shapes import write_shapes_dataset
     from .synthetic.views import write_views_dataset

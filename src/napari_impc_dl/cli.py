@@ -208,16 +208,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_segment(sub)
     _add_batch(sub)
     p = sub.add_parser("synth", help="write a synthetic dataset with ground truth")
-    p.add_argument("kind", choices=["nuclei", "shapes", "views", "chromosomes", "cells"], help=(
+    p.add_argument("kind", choices=["nuclei", "shapes", "views", "chromosomes", "cells", "fibrosis"], help=(
         "nuclei: images/ + masks/; shapes: rods, nuclei and debris with labels/ + classes.csv; views: X-ray-like dorsoventral/ and lateral/ images; "
-        "chromosomes: metaphase spreads, cells: two-channel cells with a mitosis phase (both: images/, masks/, truth.csv, objects_truth.csv)"))
+        "chromosomes: metaphase spreads, cells: two-channel cells with a mitosis phase (both: images/, masks/, truth.csv, objects_truth.csv); "
+        "fibrosis: H&E-like RGB tissue with class maps in masks/ (0 background, 1 tissue, 2 fibrosis) and truth.csv"))
     p.add_argument("--n", type=int, required=True, help="number of images")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (created if missing)")
-    p.add_argument("--size", type=int, default=None, help="image side in pixels (default 768 for chromosomes, 512 for cells, else 256)")
+    p.add_argument("--size", type=int, default=None, help="image side in pixels (default 768 for chromosomes, 512 for cells and fibrosis, else 256)")
     p.add_argument("--seed", type=int, default=0, help="dataset seed (default 0)")
-    p.add_argument("--density", type=float, default=1.0, help="chromosomes / cells: x the default density (tighter spreads, more cells), for shifted test sets")
-    p.add_argument("--contrast", type=float, default=1.0, help="chromosomes / cells: x the default staining contrast")
-    p.add_argument("--scale", type=float, default=1.0, help="chromosomes / cells: x every length (magnification)")
+    p.add_argument("--density", type=float, default=1.0, help="chromosomes / cells / fibrosis: x the default density (tighter spreads, more cells, more fibrosis), for shifted test sets")
+    p.add_argument("--contrast", type=float, default=1.0, help="chromosomes / cells / fibrosis: x the default staining contrast")
+    p.add_argument("--scale", type=float, default=1.0, help="chromosomes / cells / fibrosis: x every length (magnification)")
     p = sub.add_parser("evaluate", help="score predicted label files against ground truth (matched by name)")
     p.add_argument("--pred", required=True, metavar="DIR_OR_CSV", help="predicted label files, a masks.csv (segment --export rle), or a predictions.csv / objects.csv with classes")
     p.add_argument("--truth", required=True, metavar="DIR_OR_CSV", help="true label files, a masks.csv, or a CSV of true classes (image[,label],class or path,class)")
@@ -292,13 +293,15 @@ def _run_zoo(a) -> int:
 def _add_train(sub) -> None:
     t = sub.add_parser("train", help="train or fine-tune a segmentation U-Net or a classifier (model + reports in --out)")
     ts = t.add_subparsers(dest="task", required=True, metavar="TASK")
-    seg = ts.add_parser("segmentation", help="instance segmentation from images + instance masks (matched by file name)")
+    seg = ts.add_parser("segmentation", help="instance segmentation from images + instance masks (matched by file name); semantic with --classes")
     seg.add_argument("--images", required=True, metavar="DIR", help="training images (tif, png, npy, ...)")
     seg.add_argument("--masks", required=True, metavar="DIR", help="instance masks: 0 background, 1..n one id per object")
     seg.add_argument("--arch", default=None, help="encoder: mobilenetv3-minimal (default), resnet18, resnet34, efficientnet-b0, mobilenetv3-small, tiny")
     seg.add_argument("--patch", type=int, default=None, help="training patch side in pixels (default 256)")
     seg.add_argument("--min-foreground", type=float, default=None, help="minimum foreground share of a patch (default 0.02)")
     seg.add_argument("--contact-weight", type=float, default=None, help="extra loss weight where two objects meet (thin or packed touching objects: try 5; default 0)")
+    seg.add_argument("--classes", dest="sem_classes", default=None, metavar="A,B,...", help="semantic segmentation: the masks are class maps, value k = the k-th name (e.g. background,tissue,fibrosis); the model gives a class per pixel and the area fraction of each")
+    seg.add_argument("--background", default=None, metavar="A,...", help="semantic: the classes that are not tissue (fractions are of the others; default the first class)")
     cls = ts.add_parser("classification", help="image- or object-level CNN classifier")
     cls.add_argument("--data", default=None, metavar="DIR_OR_CSV", help="image level: a folder per class or a CSV path,class; object level: the CSV image,label,class")
     cls.add_argument("--level", choices=["image", "object"], default="image")
@@ -338,7 +341,7 @@ def _add_train(sub) -> None:
 def _epoch_line(rec: dict) -> None:
     if rec.get("kind") != "epoch":
         return
-    figs = "  ".join(f"{k[4:]} {v:.3f}" for k, v in rec.items() if k.startswith("val_") and k[4:] in ("loss", "f1", "iou", "accuracy", "balanced_accuracy"))
+    figs = "  ".join(f"{k[4:]} {v:.3f}" for k, v in rec.items() if k.startswith("val_") and k[4:] in ("loss", "f1", "iou", "accuracy", "balanced_accuracy", "miou", "fraction_error"))
     print(f"epoch {rec['epoch']}/{rec['epochs']}  train loss {rec['train_loss']:.3f}  {figs}  ({rec['seconds']:.1f} s, best {rec['best_epoch']})", file=sys.stderr, flush=True)
 
 
@@ -348,6 +351,8 @@ def _run_train(a) -> int:
     common = ("from_model", "mode", "epochs", "batch", "lr", "patience", "val_fraction", "val_dir", "time_limit_min", "device", "seed", "augment", "name")
     if a.task == "segmentation":
         fields = dict((k, getattr(a, k)) for k in common + ("arch", "patch", "min_foreground", "contact_weight"))
+        split = lambda v: [c.strip() for c in v.split(",")] if v is not None else None  # noqa: E731
+        fields.update(classes=split(a.sem_classes), background=split(a.background))
     else:
         fields = dict((k, getattr(a, k)) for k in common + ("arch", "input", "size", "resize", "crop", "crop_side", "margin", "padding", "balance", "pretrained"))
         fields["level"] = a.level

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import InputError
 
@@ -147,6 +147,31 @@ class SegmentationTrainConfig(_TrainCommon):
     contact_weight: float = Field(default=0.0, ge=0.0, le=100.0)
     """Extra loss weight on pixels where two objects meet (``1 + w`` there, see ``training.targets.contact_weights``):
     helps thin or packed touching objects (chromosomes, cells) stay apart; 0 turns it off."""
+    classes: list[str] | None = Field(default=None, min_length=2, max_length=64)
+    """Semantic segmentation: the masks are class maps, pixel value ``k`` meaning ``classes[k]`` (e.g.
+    ``background, tissue, fibrosis``); the model gives a class per pixel and the area of each. None: instance masks."""
+    background: list[str] | None = None
+    """Semantic: the classes that are not tissue (fractions are of the other classes); None: the first class."""
+
+    @model_validator(mode="after")
+    def _semantic(self) -> "SegmentationTrainConfig":
+        if self.classes is None:
+            if self.background is not None:
+                raise ValueError("background classes need classes (semantic segmentation)")
+            return self
+        if len(set(self.classes)) != len(self.classes) or any(not c.strip() for c in self.classes):
+            raise ValueError(f"semantic classes must be distinct, non-empty names (got {self.classes})")
+        unknown = [c for c in (self.background or []) if c not in self.classes]
+        if unknown:
+            raise ValueError(f"background classes {unknown} are not among the classes {self.classes}")
+        if self.background is not None and len(self.background) >= len(self.classes):
+            raise ValueError("at least one class must not be background")
+        return self
+
+    @property
+    def background_classes(self) -> list[str]:
+        """The semantic background classes (the first class when none were named)."""
+        return list(self.background) if self.background is not None else list(self.classes or [])[:1]
 
 
 class ClassificationTrainConfig(_TrainCommon):

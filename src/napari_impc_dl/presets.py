@@ -5,7 +5,10 @@ tables they add. Everything ships inside the package (``napari_impc_dl/data``); 
 * ``chromosomes``: every object of a metaphase spread, then chromosome / nucleus / debris per
   object, then per spread ``n_chromosome``, ``n_nucleus``, ``n_debris`` and ``count_is_46``;
 * ``cells``: two-channel cell instances, then a mitosis phase per cell, then counts per phase and
-  the mitotic index.
+  the mitotic index;
+* ``fibrosis``: a semantic model on RGB brightfield tissue: background / tissue / fibrosis per
+  pixel, then per image the area of each class and the fibrotic share of the tissue
+  (``fraction_fibrosis``, see :mod:`napari_impc_dl.measure.areas`).
 
 A preset's name works wherever a model does: ``segment --model chromosomes`` segments *and*
 classifies (its classifier is used unless ``--classifier`` names another), ``classify --model
@@ -72,6 +75,11 @@ PRESETS: dict[str, Preset] = {
         "cells",
         "Cells in two-channel fluorescence (0: cytoplasm / membrane, 1: nuclei): cell instances, a mitosis phase per cell, counts per phase and the mitotic index; starter models trained on synthetic cells",
         "cells.safetensors", "cells_classes.safetensors", sample="sample_cells.tif",
+    ),
+    "fibrosis": Preset(
+        "fibrosis",
+        "Fibrosis on H&E-like brightfield tissue (RGB): a class per pixel (background, tissue, fibrosis) and per image the fibrotic share of the tissue (fraction_fibrosis); starter U-Net trained on synthetic tissue",
+        "fibrosis.safetensors", sample="sample_fibrosis.tif",
     ),
 }
 

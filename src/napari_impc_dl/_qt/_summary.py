@@ -4,7 +4,11 @@ from __future__ import annotations
 
 
 def count_summary(row: dict) -> str:
-    """One line for a counts row: objects, per class, and a preset's flags (a spread that is not 46, the mitotic index)."""
+    """One line for a counts row: objects, per class, and a preset's flags (a spread that is not 46, the mitotic index);
+    for a semantic model the tissue area and each class's share of it."""
+    if "tissue_area_px" in row:
+        shares = [f"{k[9:]} {100 * float(v):.1f} %" for k, v in row.items() if k.startswith("fraction_")]
+        return f"tissue {int(row['tissue_area_px']):,} px: " + ", ".join(shares)
     by_class = [f"{v:,} {k[2:]}" for k, v in row.items() if k.startswith("n_") and k not in ("n_objects", "n_planes")]
     text = f"{int(row['n_objects']):,} objects" + (": " + ", ".join(by_class) if by_class else "")
     if "count_is_46" in row:

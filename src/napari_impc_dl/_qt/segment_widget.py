@@ -469,7 +469,7 @@ class SegmentWidget(QWidget):
             shown = api.segment_layer(
                 data, model, config, name=name, memory_limit_mpx=MEMORY_LIMIT_MPX, pyramid_side=PYRAMID_SIDE, progress=progress, cancel=cancel
             )
-            if classifier:
+            if classifier and shown.result.semantic is None:  # a class map has no objects to classify
                 shown.result.objects = _classify(api.load_classifier(classifier, device=config.device), data, name, config, shown.result, progress, cancel)
             seconds = time.perf_counter() - t0
             # the per-object table as napari wants it, built here: copying 500k rows would cost the GUI thread 0.2 s
@@ -543,7 +543,11 @@ class SegmentWidget(QWidget):
                 metadata={META_KEY: meta},
                 **kwargs,
             )
-        if "class" in features.columns and "classifier_name" in features.columns:
+        if res.semantic is not None:  # a class map: each class its colour, the background clear
+            from ._annotate import recolour
+
+            recolour(layer, [c for c in res.semantic["classes"] if c not in res.semantic["background"]])
+        elif "class" in features.columns and "classifier_name" in features.columns:
             from ._annotate import recolour
 
             recolour(layer, sorted(c for c in set(features["class"].astype(str)) if c))
@@ -569,10 +573,11 @@ class SegmentWidget(QWidget):
         flagged = res.counts_row().get("count_is_46") is False
         self.count.setStyleSheet("color: #ff8c69; font-weight: bold" if flagged else "")
         p = res.params
-        parts = [
-            f"model {res.model.get('name')} ({res.model.get('hash') or 'no hash'})",
-            f"foreground {p.get('foreground_threshold')}, seeds {p.get('seed_threshold')}, min size {p.get('min_size')}",
-        ]
+        parts = [f"model {res.model.get('name')} ({res.model.get('hash') or 'no hash'})"]
+        if res.semantic is not None:
+            parts.append("a class per pixel: " + ", ".join(res.semantic["classes"]) + " (fractions of the tissue: all but " + ", ".join(res.semantic["background"]) + ")")
+        else:
+            parts.append(f"foreground {p.get('foreground_threshold')}, seeds {p.get('seed_threshold')}, min size {p.get('min_size')}")
         extra = [f"objects by {p['instances']}"] if p.get("instances") not in (None, "distance-head") else []
         if p.get("diameter"):
             extra.append(f"diameter {p['diameter']:g} px ({p.get('diameter_source') or 'given'})")
@@ -606,6 +611,8 @@ class SegmentWidget(QWidget):
             self._relabel_job.cancel()
             return
         shown, _ = current
+        if getattr(shown.result.result, "semantic", None) is not None:  # a class map has no thresholds
+            return
         try:
             config = validated(
                 SegmentConfig,

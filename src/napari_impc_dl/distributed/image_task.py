@@ -127,7 +127,10 @@ def start_one(item, job: Job, model, *, cancel=None, progress=None):
         src.name = item.name
         check_input(src, model, cfg)
         large = math.prod(src.shape) / max(1, src.n_channels) / 1e6 > cfg.in_memory_limit_mpx
-        if large and job.blockwise and getattr(model, "finalize_plane", None) is None:
+        from ..inference.semantic import semantic_spec
+
+        # a class map is made strip by strip in flat memory: a huge one stays on one worker, whole
+        if large and job.blockwise and getattr(model, "finalize_plane", None) is None and semantic_spec(model) is None:
             return Outcome(item.name, item.index, BLOCKS, time.perf_counter() - t0, blocks=describe_for_blocks(src, model, cfg))
         tmp = Path(tempfile.mkdtemp(prefix=f"{item.name[:40]}-", dir=tmp_root(out)))
         lname = f"{item.name}_labels.zarr" if large else f"{item.name}_labels.tif"
@@ -177,7 +180,7 @@ def finish_image(out: Path, item, tmp: Path, lname: str, res, classifier, src, c
     from ..io.outputs import write_csv_atomic
 
     objects, row = res.objects, res.counts_row()
-    if classifier is not None:
+    if classifier is not None and res.semantic is None:  # a class map has no objects to classify
         objects, row = classify_segmented(classifier, src, res, cfg.channel, cancel=cancel)
     shape_files, rle = [], []
     if export:

@@ -23,6 +23,7 @@ from ..config import SegmentConfig
 from ..errors import CancelToken, InputError
 from .allocator import reuse_large_buffers
 from .loading import load_model
+from .semantic import class_map, class_table, semantic_spec
 
 Progress = Callable[[int, int, str], None]
 
@@ -44,9 +45,14 @@ class SegmentationResult:
     params: dict
     timings: dict = field(default_factory=dict)
     stack_axes: str = ""
+    semantic: dict | None = None
+    """A semantic model's result: ``classes``, ``background`` and ``areas`` (pixels per class); ``labels``
+    then holds class indices, ``objects`` one row per class."""
 
     def counts_row(self) -> dict:
         """This image's row of ``counts.csv``."""
+        if self.semantic is not None:
+            return self._semantic_row()
         areas = self.objects["area"].to_numpy() if len(self.objects) else np.zeros(0)
         row = {
             "image": self.name,
@@ -65,6 +71,17 @@ class SegmentationResult:
             for k in ("classifier_name", "classifier_hash"):
                 if k in self.objects.columns and len(self.objects):
                     row[k] = self.objects[k].iloc[0]
+        return row
+
+
+    def _semantic_row(self) -> dict:
+        from ..measure.areas import area_counts
+
+        s = self.semantic
+        row = {"image": self.name, **area_counts(s["areas"], s["classes"], s["background"], self.params.get("pixel_size_um"))}
+        row["n_planes"] = int(np.prod(self.labels.shape[:-2])) if len(self.labels.shape) > 2 else 1
+        row.update(model_name=self.model["name"], model_hash=self.model["hash"])
+        row.update({k: v for k, v in self.params.items() if k in ("tile", "halo", "batch", "channel", "level", "downsample", "pixel_size_um")})
         return row
 
 
@@ -181,7 +198,9 @@ def segment_image(
         K = len(model.info.output_names)
         probs = probabilities_store if probabilities_store is not None else np.zeros(stack + (K, H, W), np.uint8)
         labels = labels_store if labels_store is not None else np.zeros(stack + (H, W), np.int32)
-        params = _instance_params(model, config)
+        spec = semantic_spec(model)
+        class_areas = np.zeros(K, np.int64)
+        params = _instance_params(model, config) if spec is None else None
         estimates: list[float] = []
         names = [f"c{c}" for c in (channels or range(source.n_channels))]
         tables, next_id = [], 1
@@ -213,6 +232,12 @@ def segment_image(
 
             l_plane = _plane(labels, plane)
             t0 = time.perf_counter()
+            if spec is not None:  # a class per pixel: the class map and the area of each class, no instances
+                class_areas += class_map(p_plane, l_plane, progress=_stage(progress, "class map"), cancel=cancel)
+                timings["postprocess_s"] += time.perf_counter() - t0
+                if labels_ready is not None and pi == len(planes) - 1:
+                    labels_ready(labels, 0)
+                continue
             pparams = plane_params(params, p_plane, estimates)
             timings["postprocess_s"] += time.perf_counter() - t0
             with BlockTables(source, plane, channels, names, stack_axes) as measure:  # measures block i beside block i + 1
@@ -225,8 +250,10 @@ def segment_image(
                 tables.extend(measure.collect())
             timings["postprocess_s"] += busy
             timings["measure_s"] += measure.seconds
-        objects = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=["label"])
         info = {"name": model.info.name, "hash": model.info.content_hash, "source": model.info.source}
+        if spec is not None:
+            return _semantic_result(source, labels, probs, info, model, config, timings, stack_axes, spec, class_areas)
+        objects = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=["label"])
         diameter = params.diameter if params.diameter is not None else (float(np.median(estimates)) if estimates else None)
         run_params = run_parameters(model, config, params, timings.get("batch", config.batch), diameter=diameter)
         if source.slide is not None:  # a level of a pyramid: which, and its scale to full resolution (exports use it)
@@ -238,6 +265,22 @@ def segment_image(
     finally:
         if owned:
             source.close()
+
+
+def _semantic_result(source, labels, probs, info, model, config, timings, stack_axes, spec, areas) -> SegmentationResult:
+    run_params = {"tile": config.tile or model.info.tiling.tile, "halo": model.info.tiling.halo if config.halo is None else config.halo,
+                  "batch": timings.get("batch", config.batch), "channel": config.channel, "instances": "semantic"}
+    pixel = None
+    if source.slide is not None:
+        run_params.update(level=source.slide["level"], downsample=source.slide["downsample"], pixel_size_um=source.slide["pixel_size_um"])
+        pixel = source.slide["pixel_size_um"]
+    elif getattr(source, "pixel_size_um", None):
+        run_params["pixel_size_um"] = pixel = source.pixel_size_um
+    semantic = {"classes": list(spec["classes"]), "background": list(spec["background"]), "areas": [int(a) for a in areas]}
+    return SegmentationResult(
+        name=source.name, labels=labels, probabilities=probs, objects=class_table(areas, spec, pixel), n_objects=0,
+        model=info, params=run_params, timings=timings, stack_axes=stack_axes, semantic=semantic,
+    )
 
 
 def plane_normalizer(model, source, plane: tuple[int, ...], channels: list[int] | None):
@@ -332,6 +375,8 @@ def relabel(
     from .instances import InstanceParams, labels_from_probabilities
     from ..measure.blocks import BlockTables
 
+    if result.semantic is not None:  # a class map has no thresholds to change
+        return result
     source, owned = _as_source(image, config)
     try:
         from .seeds import choose_method

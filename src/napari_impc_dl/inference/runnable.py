@@ -103,7 +103,8 @@ def percentile_normalizer(sample: np.ndarray, low: float, high: float) -> Normal
 
 
 class CheckpointModel:
-    """A napari-impc-dl checkpoint as a :class:`Runnable`: percentile normalisation, sigmoid outputs.
+    """A napari-impc-dl checkpoint as a :class:`Runnable`: percentile normalisation, sigmoid outputs
+    (a softmax over the classes for a semantic model, whose ``info.extra["semantic"]`` holds its classes).
 
     ``net`` is the network as trained (what checkpoints and Model Zoo export save); ``forward``
     runs an inference copy made by :meth:`to` (a few milliseconds): BatchNorm folded into the
@@ -125,7 +126,9 @@ class CheckpointModel:
             output_names=list(card.output_names),
             tiling=TileRules(tile=t.tile, halo=t.halo, step=t.step, min_tile=t.min_tile),
             source=source,
+            extra={"semantic": card.semantic.model_dump()} if card.semantic is not None else {},
         )
+        self._activate = (lambda y: y.softmax(1)) if card.task == "semantic" else (lambda y: y.sigmoid_())
         self._device = next(model.parameters()).device
 
     @classmethod
@@ -159,7 +162,7 @@ class CheckpointModel:
 
     def forward(self, x):
         net = self._inference if self._inference is not None else self.net
-        return net(x).sigmoid_()
+        return self._activate(net(x))
 
     def forward_region(self, x, keep: tuple[int, int, int, int]):
         """Probabilities of the tiles ``x`` over the window ``keep = (y0, y1, x0, x1)`` of them only.
@@ -171,5 +174,5 @@ class CheckpointModel:
 
         y0, y1, x0, x1 = keep
         if isinstance(self._inference, StripwiseUnet):
-            return self._inference(x, keep=keep).sigmoid_()
+            return self._activate(self._inference(x, keep=keep))
         return self.forward(x)[:, :, y0:y1, x0:x1]

@@ -93,6 +93,24 @@ class ClassificationSpec(_Strict):
     """Channels read from the image (the network's input channels, plus one for the mask if used)."""
 
 
+class SemanticSpec(_Strict):
+    """What a semantic model's class map means (``task == "semantic"``): one softmax output per class."""
+
+    classes: list[str] = Field(min_length=2, max_length=64)
+    """Class names, in the order of the network's outputs (the class map holds their index)."""
+    background: list[str] = Field(default_factory=list)
+    """Classes that are not tissue (glass, empty well): areas are counted, fractions are of the other classes' pixels."""
+
+    @model_validator(mode="after")
+    def _known(self) -> "SemanticSpec":
+        unknown = [c for c in self.background if c not in self.classes]
+        if unknown or len(set(self.classes)) != len(self.classes):
+            raise ValueError(f"semantic classes must be unique and the background classes among them (unknown: {unknown})")
+        if len(self.background) >= len(self.classes):
+            raise ValueError("at least one semantic class must be tissue (not background)")
+        return self
+
+
 class InstanceDefaults(_Strict):
     """Default postprocessing parameters (probabilities -> instance labels)."""
 
@@ -126,10 +144,14 @@ class ModelCard(_Strict):
     format_version: int = CARD_FORMAT_VERSION
     name: str = Field(min_length=1, max_length=128)
     description: str = ""
-    task: Literal["instance-segmentation", "classification"] = "instance-segmentation"
+    task: Literal["instance-segmentation", "classification", "semantic"] = "instance-segmentation"
+    """``instance-segmentation``: objects from foreground + distance maps; ``classification``: a class per
+    image or object; ``semantic``: a class per pixel (a softmax map per class) and the area of each."""
     architecture: ArchitectureSpec
     classification: ClassificationSpec | None = None
     """Set for ``task == "classification"``: level, classes, input size and crop rule."""
+    semantic: SemanticSpec | None = None
+    """Set for ``task == "semantic"``: the classes of the class map and which are background."""
     channel_names: list[str] = Field(default_factory=lambda: ["nuclei"])
     """One name per input channel, in order."""
     output_names: list[str] = Field(default_factory=lambda: ["foreground", "distance"])
@@ -154,6 +176,10 @@ class ModelCard(_Strict):
             raise ValueError("a classification card needs arch 'Classifier' and a 'classification' block; a segmentation card neither")
         if is_cls and self.classification.level == "object" and self.classification.crop is None:
             raise ValueError("an object-level classifier needs a crop rule")
+        if (self.task == "semantic") != (self.semantic is not None):
+            raise ValueError("a semantic card needs a 'semantic' block (classes, background); other cards none")
+        if self.semantic is not None and not (self.architecture.out_channels == len(self.semantic.classes) == len(self.output_names)):
+            raise ValueError("a semantic card has one output (and one output name) per class")
         return self
 
     @property

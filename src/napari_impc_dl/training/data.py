@@ -56,8 +56,10 @@ def _read_image(src: ImageSource) -> np.ndarray:
     return src.read((), slice(0, H), slice(0, W))
 
 
-def check_mask(mask: np.ndarray, shape: tuple[int, int], where: str) -> np.ndarray:
-    """An instance mask as int32, or one clear error (float, wrong shape, negative ids, one id for many objects)."""
+def check_mask(mask: np.ndarray, shape: tuple[int, int], where: str, *, semantic: bool = False) -> np.ndarray:
+    """An instance mask as int32, or one clear error (float, wrong shape, negative ids, one id for many objects).
+
+    ``semantic``: a class map (pixel value = class index), where one value over many regions is expected."""
     mask = np.asarray(mask)
     if mask.ndim == 3 and mask.shape[0] == 1:
         mask = mask[0]
@@ -68,7 +70,7 @@ def check_mask(mask: np.ndarray, shape: tuple[int, int], where: str) -> np.ndarr
     if mask.dtype.kind == "i" and mask.size and mask.min() < 0:
         raise InputError(f"The mask {where} has negative ids", "Use 0 for background and 1..n for objects")
     m = mask.astype(np.int32)
-    if m.size and m.max() == 1:
+    if m.size and m.max() == 1 and not semantic:
         from scipy import ndimage
 
         n = ndimage.label(m)[1]
@@ -77,8 +79,10 @@ def check_mask(mask: np.ndarray, shape: tuple[int, int], where: str) -> np.ndarr
     return m
 
 
-def segmentation_pairs(images: str | os.PathLike | Sequence, masks: str | os.PathLike | None = None, *, channel: int | None = None) -> list[Sample]:
-    """Image / instance-mask pairs from two folders (matched by file name) or from a list of ``(image, mask)`` arrays."""
+def segmentation_pairs(images: str | os.PathLike | Sequence, masks: str | os.PathLike | None = None, *, channel: int | None = None, semantic: bool = False) -> list[Sample]:
+    """Image / instance-mask pairs from two folders (matched by file name) or from a list of ``(image, mask)`` arrays.
+
+    ``semantic``: the masks are class maps (0..K-1), not instance labels."""
     out: list[Sample] = []
     if masks is None:  # a list of pairs (napari layers): images (H, W) or (C, H, W)
         for i, pair in enumerate(images):
@@ -86,7 +90,7 @@ def segmentation_pairs(images: str | os.PathLike | Sequence, masks: str | os.Pat
             name = pair[2] if len(pair) > 2 else f"pair {i + 1}"
             src = ImageSource.from_array(np.asarray(img), name=name)
             x = _select(_read_image(src), channel, name)
-            out.append(Sample(name, x, check_mask(m, x.shape[1:], f"of '{name}'")))
+            out.append(Sample(name, x, check_mask(m, x.shape[1:], f"of '{name}'", semantic=semantic)))
         if not out:
             raise InputError("No training images were given", "Add at least one image with its mask")
         return out
@@ -105,7 +109,7 @@ def segmentation_pairs(images: str | os.PathLike | Sequence, masks: str | os.Pat
             x = _select(_read_image(src), channel, str(imgs[name]))
         with open_image(msks[name], channel_axis=None) as ms:
             m = _read_image(ms)
-        out.append(Sample(name, x, check_mask(m, x.shape[1:], f"'{msks[name]}'")))
+        out.append(Sample(name, x, check_mask(m, x.shape[1:], f"'{msks[name]}'", semantic=semantic)))
     return out
 
 

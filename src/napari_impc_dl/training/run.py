@@ -103,26 +103,29 @@ def _check_resume(out: Path, config) -> dict:
 
 def _seg_network(config: SegmentationTrainConfig, n_channels: int):
     from ..models import registry
-    from ..models.card import ModelCard, TilingSpec
+    from ..models.card import ModelCard, SemanticSpec, TilingSpec
     from .transfer import head_names, load_matching, read_weights
 
     base_card, transfer, state = None, {}, None
+    classes = config.classes
+    n_out = len(classes) if classes else 2
     if config.from_model:
         state, base_card, label = read_weights(config.from_model, config.task)
-        if base_card is not None and base_card.task != "instance-segmentation":
+        if base_card is not None and base_card.task == "classification":
             raise InputError(f"--from {label} is a classifier; a segmentation U-Net cannot start from it", "Start from a segmentation checkpoint, or from scratch")
+    # the same outputs as the starting model: every tensor carries over; other outputs: a new head
+    same_head = base_card is not None and (base_card.semantic.classes if base_card.semantic is not None else None) == classes
     if base_card is not None:
-        spec = base_card.architecture
+        spec = base_card.architecture if same_head else base_card.architecture.model_copy(update={"out_channels": n_out})
         if spec.in_channels != n_channels:
             raise InputError(f"--from {label} takes {spec.in_channels} channel(s), the training images have {n_channels}", "Pick the channel it was trained on with --channel, or train from scratch")
     else:
         if config.arch not in registry.ENCODERS:
             raise InputError(f"Unknown segmentation encoder '{config.arch}'", f"Choose one of: {', '.join(registry.ENCODERS)}")
-        spec = registry.architecture(config.arch, in_channels=n_channels, out_channels=2)
+        spec = registry.architecture(config.arch, in_channels=n_channels, out_channels=n_out)
     net = registry.build(spec)
     if state is not None:
-        ours = base_card is not None
-        transfer = load_matching(net, state, skip=set() if ours else head_names(net), label=f"The weights of --from {label}", min_share=0.999 if ours else 0.5)
+        transfer = load_matching(net, state, skip=set() if same_head else head_names(net), label=f"The weights of --from {label}", min_share=0.999 if same_head else 0.5)
         transfer["from"] = label
     step = 2**spec.encoder_depth
     if base_card is not None:
@@ -130,6 +133,13 @@ def _seg_network(config: SegmentationTrainConfig, n_channels: int):
     else:
         template = ModelCard(name="untitled", architecture=spec, channel_names=[f"channel {i}" for i in range(n_channels)] if n_channels > 1 else ["channel 0"],
                              tiling=TilingSpec(tile=1024, halo=32, step=step, min_tile=max(32, step)))
+    if classes:  # semantic: the card says which classes the outputs are
+        semantic = SemanticSpec(classes=list(classes), background=config.background_classes)
+        template = ModelCard.model_validate({**template.model_dump(), "task": "semantic", "architecture": spec.model_dump(),
+                                             "output_names": list(classes), "semantic": semantic.model_dump()})
+    elif base_card is not None and not same_head:  # from a semantic model to instances: a new head, instance outputs
+        template = ModelCard.model_validate({**template.model_dump(), "task": "instance-segmentation", "architecture": spec.model_dump(),
+                                             "semantic": None, "output_names": ["foreground", "distance"]})
     return net, template, transfer, step
 
 
@@ -172,10 +182,13 @@ def _software() -> dict:
     return {"torch": torch.__version__, "napari_impc_dl": __version__, "python": platform.python_version()}
 
 
-def _describe_data(train: list[Sample], val: list[Sample], task: str) -> dict:
+def _describe_data(train: list[Sample], val: list[Sample], task: str, classes=()) -> dict:
     d = {"train_images": len(train), "val_images": len(val)}
     if task == "classification":
         d["train_classes"], d["val_classes"] = class_counts(train), class_counts(val)
+    elif task == "semantic":
+        px = sum(np.bincount(s.mask.ravel(), minlength=len(classes))[: len(classes)] for s in train)
+        d["train_class_pixels"] = {c: int(n) for c, n in zip(classes, px)}
     else:
         d["train_objects"] = int(sum(len(np.unique(s.mask)) - (1 if (s.mask == 0).any() else 0) for s in train))
     d["val_names"] = [s.name for s in val][:50]
@@ -221,12 +234,13 @@ def train(
     _check_out(out, resume)
     device = resolve_device(config.device)
     is_seg = config.task == "segmentation"
+    semantic = is_seg and config.classes is not None
     if config.mode == "head-only" and not (config.from_model or getattr(config, "pretrained", None)):
         raise InputError("--mode head-only freezes the encoder, so it needs starting weights", "Give --from (a checkpoint or weights file) or --pretrained imagenet, or use --mode fine-tune")
     # ---- data (read and checked before anything is written)
     if is_seg:
-        samples = segmentation_pairs(images, masks, channel=channel)
-        val = segmentation_pairs(Path(config.val_dir) / "images", Path(config.val_dir) / "masks", channel=channel) if config.val_dir else None
+        samples = segmentation_pairs(images, masks, channel=channel, semantic=semantic)
+        val = segmentation_pairs(Path(config.val_dir) / "images", Path(config.val_dir) / "masks", channel=channel, semantic=semantic) if config.val_dir else None
     elif config.level == "image":
         samples = classification_images(data, channel=channel)
         val = classification_images(config.val_dir, channel=channel) if config.val_dir else None
@@ -254,9 +268,15 @@ def train(
         if config.patch % step:
             raise InputError(f"--patch {config.patch} is not a multiple of {step} (what this network's {template.architecture.encoder_depth} stages need)", f"Use e.g. --patch {max(step, config.patch // step * step)}")
         inst = template.instances
-        task = SegmentationTask(train_s, val_s, patch=config.patch, batch=batch, min_foreground=config.min_foreground, augment_kinds=kinds, step=step,
-                                params=InstanceParams(inst.foreground_threshold, inst.seed_threshold, inst.min_size),
-                                low=template.normalization.low, high=template.normalization.high, contact_weight=config.contact_weight)
+        common = dict(patch=config.patch, batch=batch, min_foreground=config.min_foreground, augment_kinds=kinds, step=step,
+                      params=InstanceParams(inst.foreground_threshold, inst.seed_threshold, inst.min_size),
+                      low=template.normalization.low, high=template.normalization.high)
+        if semantic:
+            from .semantic import SemanticTask
+
+            task = SemanticTask(train_s, val_s, list(config.classes), config.background_classes, **common)
+        else:
+            task = SegmentationTask(train_s, val_s, contact_weight=config.contact_weight, **common)
     else:
         classes = sorted(class_counts(train_s + val_s))
         size = config.size or (64 if config.level == "object" else 224)
@@ -280,8 +300,8 @@ def train(
         net.load_state_dict(load_file(str(out / "last.safetensors")))
     # ---- card and checkpoints
     name = config.name or out.resolve().name or "model"
-    data_desc = _describe_data(train_s, val_s, "segmentation" if is_seg else "classification")
-    what = "instance segmentation U-Net" if is_seg else f"{config.level}-level classifier ({', '.join(template.output_names)})"
+    data_desc = _describe_data(train_s, val_s, "semantic" if semantic else "segmentation" if is_seg else "classification", template.output_names)
+    what = (f"semantic segmentation U-Net ({', '.join(template.output_names)})" if semantic else "instance segmentation U-Net") if is_seg else f"{config.level}-level classifier ({', '.join(template.output_names)})"
     provenance = dict(
         trained_on=f"{data_desc['train_images']} training / {data_desc['val_images']} validation images given to `napari-impc-dl train`" + (f" (started from {transfer['from']})" if transfer.get("from") else ""),
         script=command or "napari_impc_dl.api.train",
@@ -291,7 +311,7 @@ def train(
     card_base = template.model_copy(update={
         "name": name,
         "description": f"{what} trained with napari-impc-dl ({template.architecture.encoder}, {config.mode}).",
-        "object_diameter_px": _median_diameter(train_s) if is_seg else None,
+        "object_diameter_px": _median_diameter(train_s) if is_seg and not semantic else None,
     })
 
     def make_card(metrics: dict, epochs: int):
@@ -354,7 +374,7 @@ def train(
         files.append(model_path)
         if result.history:
             files += [write_history(out, result.history)]
-            primary = ["f1", "precision", "recall", "iou"] if is_seg else ["accuracy", "balanced_accuracy", "macro_f1"]
+            primary = (["miou", "accuracy", "fraction_error"] if semantic else ["f1", "precision", "recall", "iou"]) if is_seg else ["accuracy", "balanced_accuracy", "macro_f1"]
             files.append(plot_curves(out, result.history, primary, title=f"{name}: best epoch {result.best_epoch}"))
         if not is_seg:
             files += write_confusion(out, np.asarray(metrics["confusion"]), task.classes, metrics)

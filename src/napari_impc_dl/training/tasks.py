@@ -40,6 +40,8 @@ class SegmentationTask:
 
     kind = "segmentation"
     primary = "f1"
+    target_order = 1
+    """Interpolation order of the targets under affine / elastic warps (0 keeps class indices whole)."""
 
     def __init__(self, train: list[Sample], val: list[Sample], *, patch: int, batch: int, min_foreground: float, augment_kinds, step: int, params, low=1.0, high=99.8, contact_weight: float = 0.0):
         self.patch, self.batch, self.min_fg, self.step, self.params = patch, batch, min_foreground, step, params
@@ -71,7 +73,7 @@ class SegmentationTask:
         for _ in range(10 if self.min_fg > 0 else 1):
             y0, x0 = int(rng.integers(0, H - P + 1)), int(rng.integers(0, W - P + 1))
             tp = t[:, y0 : y0 + P, x0 : x0 + P]
-            fg = float(tp[0].mean())
+            fg = float((tp[0] > 0).mean())  # foreground, or (semantic) pixels not of the first class
             if best is None or fg > best[0]:
                 best = (fg, y0, x0)
             if fg >= self.min_fg:
@@ -86,8 +88,8 @@ class SegmentationTask:
             xs, ts = [], []
             for i in rng.choice(len(self.xs), size=self.batch, p=p):
                 x, t = self._patch(int(i), rng)
-                x, t = augment.geometric([x, t], self.kinds, rng, orders=[1, 1])
-                if "affine" in self.kinds or "elastic" in self.kinds:
+                x, t = augment.geometric([x, t], self.kinds, rng, orders=[1, self.target_order])
+                if self.target_order and ("affine" in self.kinds or "elastic" in self.kinds):
                     t[0] = t[0] > 0.5
                 xs.append(augment.intensity(np.asarray(x, np.float32), self.kinds, rng))
                 ts.append(t.astype(np.float32))

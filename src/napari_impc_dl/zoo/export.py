@@ -185,6 +185,8 @@ def export_package(
     if not out.parent.exists():
         raise InputError(f"Folder '{out.parent}' does not exist", "Create it first")
     net, card = load_checkpoint(path, device="cpu")
+    if card.task == "semantic":
+        raise InputError(f"'{path}' is a semantic model ({', '.join(card.output_names)}); Model Zoo export covers instance segmentation and classifiers", "Share the checkpoint itself: it runs wherever napari-impc-dl is installed")
     is_cls = card.task == "classification"
     name = (name or card.name).strip()
     description = (description if description is not None else card.description or f"napari-impc-dl {card.task} model").strip()
