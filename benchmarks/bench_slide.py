@@ -4,7 +4,10 @@ Both slides are rendered block by block from the synthetic nuclei generator (uin
 description with MPP = 0.25, levels /4 and /16), then each is segmented at full resolution in a fresh process
 (`segment SLIDE --out DIR`, ``--export`` formats optional); the peak resident memory of that process is read from the kernel.
 
-    .venv/bin/python benchmarks/bench_slide.py [--big 20480] [--small 4096]
+    .venv/bin/python benchmarks/bench_slide.py [--big 20480] [--small 4096] [--preset nuclei|fibrosis]
+
+``--preset fibrosis`` writes RGB H&E-like tissue slides instead and runs the semantic preset (the
+class map made in strips: memory flat at any size).
 
 Last line: one JSON object with both peaks, their ratio (the goal: at most 1.2), times and object counts.
 """
@@ -21,6 +24,35 @@ import time
 from pathlib import Path
 
 WORK = Path(os.environ.get("IMPC_BENCH_DIR", "/tmp/napari-impc-dl-bench"))
+
+
+def write_tissue_slide(path: Path, size: int) -> Path:
+    """An RGB SVS-like slide of ``size``² of synthetic H&E-like tissue (one 2048² fibrosis tile repeated), tile by tile."""
+    import numpy as np
+    import tifffile
+
+    from napari_impc_dl.synthetic.fibrosis import make_fibrosis_image
+
+    if path.exists():
+        return path
+    block = make_fibrosis_image((2048, 2048), seed=11, size=2.0)[0]
+    desc = f"Aperio Image Library v12.0.15 \r\n{size}x{size} [0,0 {size}x{size}] (256x256) JPEG/RGB Q=70|AppMag = 20|MPP = 0.5"
+
+    def tiles(step: int):
+        n = size // step
+        for y in range(0, n, 256):
+            for x in range(0, n, 256):
+                yy, xx = (np.arange(y, y + 256) * step) % 2048, (np.arange(x, x + 256) * step) % 2048
+                yield block[np.ix_(yy, xx)]
+
+    tmp = path.with_suffix(".tmp.svs")
+    with tifffile.TiffWriter(tmp, bigtiff=True) as tw:
+        tw.write(tiles(1), shape=(size, size, 3), dtype=np.uint8, tile=(256, 256), description=desc, photometric="rgb")
+        for f in (4, 16):
+            s = size // f
+            tw.write(tiles(f), shape=(s, s, 3), dtype=np.uint8, tile=(256, 256), subfiletype=1, photometric="rgb", description=desc.replace(f"{size}x{size} [", f"{s}x{s} ["))
+    os.replace(tmp, path)
+    return path
 
 
 def write_slide(path: Path, size: int) -> Path:
@@ -57,8 +89,8 @@ def write_slide(path: Path, size: int) -> Path:
     return path
 
 
-def run(slide: Path, out: Path, export: list[str]) -> dict:
-    extra = ["--export", *export] if export else []
+def run(slide: Path, out: Path, export: list[str], preset: str = "nuclei") -> dict:
+    extra = (["--export", *export] if export else []) + ["--preset", preset]
     code = (
         "import resource, sys, time, json\n"
         "from napari_impc_dl.cli import main\n"
@@ -73,7 +105,10 @@ def run(slide: Path, out: Path, export: list[str]) -> dict:
     r = json.loads(line[-1])
     import pandas as pd
 
-    r["n_objects"] = int(pd.read_csv(out / "counts.csv").n_objects[0])
+    counts = pd.read_csv(out / "counts.csv")
+    r["n_objects"] = int(counts.n_objects[0]) if "n_objects" in counts else None
+    if "fraction_fibrosis" in counts:
+        r["fraction_fibrosis"] = float(counts.fraction_fibrosis[0])
     return r
 
 
@@ -82,14 +117,17 @@ def main() -> None:
     ap.add_argument("--big", type=int, default=20480)
     ap.add_argument("--small", type=int, default=4096)
     ap.add_argument("--export", nargs="*", default=[], help="also export (roi, geojson, rle): off by default, the figure is the segmentation's")
+    ap.add_argument("--preset", choices=["nuclei", "fibrosis"], default="nuclei", help="fibrosis: RGB tissue slides through the semantic preset (class map and fractions)")
     a = ap.parse_args()
     WORK.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    small, big = write_slide(WORK / f"slide_{a.small}.svs", a.small), write_slide(WORK / f"slide_{a.big}.svs", a.big)
+    write = write_tissue_slide if a.preset == "fibrosis" else write_slide
+    tag = "tissue_" if a.preset == "fibrosis" else ""
+    small, big = write(WORK / f"slide_{tag}{a.small}.svs", a.small), write(WORK / f"slide_{tag}{a.big}.svs", a.big)
     print(f"slides written in {time.perf_counter() - t0:.0f} s", flush=True)
-    rs = run(small, WORK / f"seg_{a.small}", a.export)
+    rs = run(small, WORK / f"seg_{tag}{a.small}", a.export, a.preset)
     print("small", rs, flush=True)
-    rb = run(big, WORK / f"seg_{a.big}", a.export)
+    rb = run(big, WORK / f"seg_{tag}{a.big}", a.export, a.preset)
     print("big", rb, flush=True)
     print(json.dumps({"small": a.small, "big": a.big, "peak_rss_mb_small": round(rs["peak_rss_mb"], 1), "peak_rss_mb_big": round(rb["peak_rss_mb"], 1),
                       "ratio": round(rb["peak_rss_mb"] / rs["peak_rss_mb"], 3), "seconds_small": round(rs["seconds"], 1), "seconds_big": round(rb["seconds"], 1),

@@ -1,6 +1,6 @@
 """Accuracy of the bundled presets on held-out synthetic sets (seeds 5000+, never used in training).
 
-    python benchmarks/eval_presets.py [chromosomes] [cells] [--n 40] [--out DIR] [--timing]
+    python benchmarks/eval_presets.py [chromosomes] [cells] [fibrosis] [--n 40] [--out DIR] [--timing]
 
 For each preset, four sets are made with ``api.synth``: ``fresh`` (the generator's defaults, a new
 seed) and three with its parameters moved a little: ``dense`` (density x1.3), ``faint`` (contrast
@@ -12,7 +12,10 @@ against the set's ``truth.csv`` / ``objects_truth.csv`` / ``masks/``:
   the ``count_is_46`` flag's accuracy, object F1 at IoU 0.5, and the class (chromosome / nucleus /
   debris) of every matched object: accuracy and macro-F1; the classifier alone on the true masks too;
 * cells: cell F1 at IoU 0.5, phase accuracy, macro-F1 and recall of every phase over matched cells
-  (and on the true masks), the confusion matrix written as ``<out>/<preset>_<set>_confusion.csv``.
+  (and on the true masks), the confusion matrix written as ``<out>/<preset>_<set>_confusion.csv``;
+* fibrosis (sets: ``dense`` = more fibrosis, ``faint`` = paler stain, ``larger`` = magnification
+  x1.15): the share of images whose ``fraction_fibrosis`` is within 3 percentage points of the
+  truth (the acceptance figure), its mean and largest error, pixel accuracy and IoU per class.
 
 ``--timing`` adds, on one 2048 x 2048 image, the seconds of segmenting alone and of segmenting and
 classifying (median of 3), and their ratio. Prints one JSON line per preset (the acceptance figures
@@ -41,7 +44,7 @@ from napari_impc_dl.presets import PHASES  # noqa: E402
 
 SETS = {"fresh": {}, "dense": {"density": 1.3}, "faint": {"contrast": 0.7}, "larger": {"scale": 1.15}}
 CLASSES = {"chromosomes": ["chromosome", "nucleus", "debris"], "cells": list(PHASES)}
-SEED0 = {"chromosomes": 5000, "cells": 6000}
+SEED0 = {"chromosomes": 5000, "cells": 6000, "fibrosis": 7000}
 
 
 def _metrics(y_true: list[str], y_pred: list[str], classes: list[str]) -> dict:
@@ -67,9 +70,35 @@ def _metrics(y_true: list[str], y_pred: list[str], classes: list[str]) -> dict:
     }
 
 
+def _score_fibrosis(folder: Path, out: Path) -> dict:
+    """The fibrosis preset: its fraction against the truth per image, and the pixel classes."""
+    import pandas as pd
+
+    from napari_impc_dl.training.semantic import semantic_metrics
+
+    images = sorted((folder / "images").glob("*.tif"))
+    api.segment(images, out, model="fibrosis")
+    counts = pd.read_csv(out / "counts.csv").set_index("image")
+    truth = pd.read_csv(folder / "truth.csv").set_index("image")
+    err = (counts.loc[truth.index, "fraction_fibrosis"] - truth["fraction_fibrosis"]).abs()
+    classes = ["background", "tissue", "fibrosis"]
+    cm = np.zeros((3, 3), np.int64)
+    for img in images:
+        pred, true = read_labels(out / f"{img.stem}_labels.tif"), read_labels(folder / "masks" / img.name)
+        cm += np.bincount(true.ravel().astype(np.int64) * 3 + pred.ravel(), minlength=9).reshape(3, 3)
+    m = semantic_metrics(cm, classes, np.zeros(0), [])
+    return {
+        "images": len(images), "within_3pp": round(float((err <= 0.03).mean()), 4), "fraction_mae_pp": round(100 * float(err.mean()), 2),
+        "fraction_max_error_pp": round(100 * float(err.max()), 2), "true_fraction_range": [round(float(truth["fraction_fibrosis"].min()), 3), round(float(truth["fraction_fibrosis"].max()), 3)],
+        "pixel_accuracy": round(m["accuracy"], 4), "miou": round(m["miou"], 4), **{f"iou_{c}": round(m[f"iou_{c}"], 4) for c in classes},
+    }
+
+
 def _score_set(preset: str, folder: Path, out: Path) -> dict:
     import pandas as pd
 
+    if preset == "fibrosis":
+        return _score_fibrosis(folder, out)
     images = sorted((folder / "images").glob("*.tif"))
     api.segment(images, out, model=preset)
     counts = pd.read_csv(out / "counts.csv").set_index("image")
@@ -130,6 +159,8 @@ def _timing(preset: str, work: Path) -> dict:
 
 
 def _passes(preset: str, sets: dict) -> dict:
+    if preset == "fibrosis":
+        return {name: bool(s["within_3pp"] >= 0.9) for name, s in sets.items()}
     if preset == "chromosomes":
         return {name: bool(s["count_within_one"] >= 0.9 and s["count_exact"] >= 0.6 and s["object_f1"] >= 0.9 and s["class_accuracy"] >= 0.95) for name, s in sets.items()}
     return {name: bool(s["object_f1"] >= 0.85 and s["phase_accuracy"] >= 0.85 and s["phase_macro_f1"] >= 0.75 and min(s["phase_recall"].values()) >= 0.6) for name, s in sets.items()}
@@ -137,7 +168,7 @@ def _passes(preset: str, sets: dict) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("presets", nargs="*", default=["chromosomes", "cells"], choices=["chromosomes", "cells"])
+    ap.add_argument("presets", nargs="*", default=["chromosomes", "cells", "fibrosis"], choices=["chromosomes", "cells", "fibrosis"])
     ap.add_argument("--n", type=int, default=40, help="images per set (default 40)")
     ap.add_argument("--sets", nargs="+", default=list(SETS), choices=list(SETS))
     ap.add_argument("--out", type=Path, default=None, help="keep the sets, outputs and confusion matrices here")
@@ -153,7 +184,7 @@ def main() -> None:
                 api.synth(preset, args.n, folder, seed=SEED0[preset] + k, **SETS[name])
             sets[name] = _score_set(preset, folder, work / preset / name)
         line = {"preset": preset, "sets": sets, "passes": _passes(preset, sets), "seconds": round(time.time() - t0, 1)}
-        if args.timing:
+        if args.timing and preset != "fibrosis":
             line["timing"] = _timing(preset, work / preset)
         print(json.dumps(line), flush=True)
 

@@ -15,12 +15,13 @@ Writes (PNG):
 - ``classified.png`` the Classify widget's result: the layer coloured by predicted class, with its legend.
 - ``chromosomes.png`` the ``chromosomes`` preset on its sample spread: coloured by class, counted;
 - ``cells.png``     the ``cells`` preset on its sample: cells coloured by mitosis phase, counts and mitotic index.
+- ``fibrosis.png``  the ``fibrosis`` preset on its sample tissue: the class map over the image, the fractions.
 - ``zoo-open.png``, ``zoo-card.png``, ``zoo-run.png``, ``zoo-library.png``, ``zoo-export.png``, ``zoo-trust.png``
   the Model Zoo widget: its Package menu; the card of a package zip dropped on napari (our bundled ``nuclei``
   model, exported into a temporary folder: no network); that package run on the sample; added to the library;
   a model exported through the form; the trust box of a package that builds its network with its own code.
 
-``--only segment``, ``--only teach``, ``--only presets`` or ``--only zoo`` makes one part.
+``--only segment``, ``--only teach``, ``--only presets``, ``--only fibrosis`` or ``--only zoo`` makes one part.
 
 Runs on Qt 6 (the PyQt6 of `make setup`; on PyQt5 napari shows a deprecation toast, so it stops), and stops
 if a napari notification is on screen when a picture is taken. Takes a minute or two on a laptop CPU. The guide
@@ -88,7 +89,7 @@ def _grab_screen(window):
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default=str(Path(__file__).parent / "images"))
-    ap.add_argument("--only", choices=["all", "segment", "teach", "presets", "zoo"], default="all")
+    ap.add_argument("--only", choices=["all", "segment", "teach", "presets", "fibrosis", "zoo"], default="all")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -115,7 +116,9 @@ def main() -> None:
         return
     if args.only in ("all", "presets"):
         _presets(napari, out, narrow_docks)
-    if args.only == "presets":
+    if args.only in ("all", "presets", "fibrosis"):
+        _fibrosis(napari, out, narrow_docks)
+    if args.only in ("presets", "fibrosis"):
         return
     if args.only in ("all", "teach"):
         _teach(napari, out, narrow_docks)
@@ -227,6 +230,29 @@ def _presets(napari, out: Path, narrow_docks) -> None:
     _settle(app, 1.0)
     _save(viewer.screenshot(canvas_only=False, flash=False), out / "cells.png")
     viewer.close()
+
+def _fibrosis(napari, out: Path, narrow_docks) -> None:
+    """The fibrosis section: the sample tissue's class map over the image, and the fractions under the bar."""
+    from qtpy.QtWidgets import QApplication
+
+    viewer = napari.Viewer(show=True, title="napari-impc-dl")
+    app = QApplication.instance()
+    viewer.window._qt_window.move(0, 0)
+    viewer.window.resize(1600, 1000)
+    viewer.open_sample(PLUGIN, "fibrosis")
+    _, seg = viewer.window.add_plugin_dock_widget(PLUGIN, "Segment")
+    seg.image_combo.setCurrentText("sample_fibrosis")
+    seg.set_model("fibrosis")
+    narrow_docks(viewer)
+    seg.run_button.click()
+    _wait(app, lambda: not seg.running)
+    labels = viewer.layers["sample_fibrosis labels"]
+    labels.opacity = 0.45
+    viewer.layers.selection.active = labels
+    _settle(app, 1.0)
+    _save(viewer.screenshot(canvas_only=False, flash=False), out / "fibrosis.png")
+    viewer.close()
+
 
 def _zoo(napari, out: Path, narrow_docks) -> None:
     """The Model Zoo chapter: open a package (menu, dropped zip), its card, run it, add it to the library,

@@ -50,6 +50,10 @@ def card_md(path: Path, preset: str, role: str, figures: dict) -> str:
         crop = spec.crop
         lines.append(f"- **Network**: timm `{arch.encoder}` classifier, {arch.in_channels} input channels ({spec.image_channels} image + mask), {spec.input_size} px input")
         lines.append(f"- **Classes**: {', '.join(spec.classes)} ({spec.level} level; crop: {crop.mode}, margin {crop.margin}, network sees {crop.input})")
+    elif card.task == "semantic":
+        sem = card.semantic
+        lines.append(f"- **Network**: U-Net, `{arch.encoder}` encoder (depth {arch.encoder_depth}), decoder {list(arch.decoder_channels)}; tiles {card.tiling.tile} px with a {card.tiling.halo} px halo")
+        lines.append(f"- **Input**: {', '.join(card.channel_names)}; **outputs**: a softmax per class ({', '.join(sem.classes)}), the class map their argmax; fractions are of the tissue (all but {', '.join(sem.background)})")
     else:
         lines.append(f"- **Network**: U-Net, `{arch.encoder}` encoder (depth {arch.encoder_depth}), decoder {list(arch.decoder_channels)}; tiles {card.tiling.tile} px with a {card.tiling.halo} px halo")
         lines.append(f"- **Input**: {', '.join(card.channel_names)}; **outputs**: {', '.join(card.output_names)} (seeded watershed: foreground {card.instances.foreground_threshold}, seeds {card.instances.seed_threshold}, min size {card.instances.min_size} px)")
@@ -70,7 +74,7 @@ def render() -> str:
     parts = [HEAD]
     for name, p in PRESETS.items():
         parts.append(f"## `{name}`\n\n{p.description}.\n")
-        parts.append(card_md(p.model_path, name, "segmentation", figures))
+        parts.append(card_md(p.model_path, name, "semantic segmentation" if read_card(p.model_path).task == "semantic" else "segmentation", figures))
         if p.classifier_path is not None:
             parts.append(card_md(p.classifier_path, name, "object classifier", figures))
     return "\n".join(parts)

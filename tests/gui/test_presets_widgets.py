@@ -90,3 +90,34 @@ def test_chromosomes_sample_opens_with_its_truth(make_napari_viewer):
     truth = viewer.layers["sample_chromosomes ground truth"]
     assert truth.metadata["truth"]["n_chromosome"] == int((truth.features["class"] == "chromosome").sum())
     assert viewer.layers["sample_chromosomes"].data.dtype == np.uint8
+
+
+def test_fibrosis_sample_gives_a_class_map_fractions_and_exports_them(make_napari_viewer, qtbot, wait_idle, tmp_path):
+    viewer = make_napari_viewer()
+    viewer.open_sample(PLUGIN, "fibrosis")
+    image = viewer.layers["sample_fibrosis"]
+    assert image.rgb and not viewer.layers["sample_fibrosis ground truth"].visible
+    truth = viewer.layers["sample_fibrosis ground truth"].metadata["truth"]
+    seg = open_segment(viewer)
+    seg.reset_choices()
+    seg.image_combo.setCurrentText("sample_fibrosis")
+    seg.set_model("fibrosis")
+    assert seg.classifier_combo.currentData() is None  # a class map has no objects to classify
+    click(qtbot, seg.run_button)
+    wait_idle(seg, 180)
+    labels = viewer.layers["sample_fibrosis labels"]
+    assert labels.data.shape == image.data.shape[:2] and set(np.unique(labels.data)) <= {0, 1, 2}
+    assert list(labels.features["class"]) == ["background", "tissue", "fibrosis"]
+    text = seg.count.text()
+    assert text.startswith("tissue") and "fibrosis" in text and "%" in text
+    clear = labels.colormap.map(np.array([0]))[0]
+    assert clear[3] == 0 and labels.colormap.map(np.array([2]))[0][3] > 0  # glass clear, fibrosis coloured
+    _, exp = viewer.window.add_plugin_dock_widget(PLUGIN, "Export")
+    exp.reset_choices()
+    exp.set_chosen(["sample_fibrosis labels"])
+    exp.folder.setText(str(tmp_path / "out"))
+    click(qtbot, exp.export_button)
+    wait_idle(exp, 60)
+    counts = pd.read_csv(tmp_path / "out" / "counts.csv")
+    assert abs(counts.loc[0, "fraction_fibrosis"] - truth["fraction_fibrosis"]) < 0.05
+    assert counts.loc[0, "tissue_area_px"] + counts.loc[0, "area_background_px"] == labels.data.size

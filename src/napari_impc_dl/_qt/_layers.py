@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 #: key of ``layer.metadata`` under which a Labels layer made by the Segment widget keeps its provenance:
-#: ``image``, ``image_path``, ``model`` (name, hash, source), ``params``, ``n_objects``, ``timings``, ``stack_axes``
+#: ``image``, ``image_path``, ``model`` (name, hash, source), ``params``, ``n_objects``, ``timings``, ``stack_axes``, ``semantic`` (a class map: classes, background, areas; else None)
 META_KEY = "napari_impc_dl"
 
 

@@ -196,6 +196,7 @@ class ExportWidget(QWidget):
                     "model": dict(rec.get("model") or {}) if rec else None,
                     "params": dict(rec.get("params") or {}) if rec else {},
                     "stack_axes": rec.get("stack_axes", "") if rec else "",
+                    "semantic": rec.get("semantic") if rec else None,
                     "image": image,
                     "classes": classes,
                     "colours": _class_colours(layer),
@@ -251,7 +252,7 @@ class ExportWidget(QWidget):
                     if it["classes"] is not None:
                         res.objects = res.objects.merge(it["classes"].rename(columns={"index": "label"}), on="label", how="left")
                 else:
-                    res = api.SegmentationResult(it["name"], it["labels"], None, it["objects"], it["n_objects"] or len(it["objects"]), it["model"], it["params"], {}, it["stack_axes"])
+                    res = api.SegmentationResult(it["name"], it["labels"], None, it["objects"], it["n_objects"] or len(it["objects"]), it["model"], it["params"], {}, it["stack_axes"], semantic=it["semantic"])
                 results.append(res)
             if results:
                 report = api.export(results, out, masks=masks, tables=tables, shapes=shapes, colours=colours or None, protect=protect, progress=progress, cancel=cancel)

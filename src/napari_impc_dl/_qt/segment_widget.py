@@ -526,6 +526,7 @@ class SegmentWidget(QWidget):
             "n_objects": int(res.n_objects),
             "stack_axes": res.stack_axes,
             "timings": {k: v for k, v in res.timings.items() if isinstance(v, (int, float, str))},
+            "semantic": res.semantic,  # a class map: its classes and areas (Export writes the fractions)
         }
         layer = self._replaceable(name, shown)
         if layer is not None:
