@@ -83,13 +83,24 @@ def test_segment_files_write_tables_with_fraction_columns(trained, tmp_path):
 
     for i in range(2):
         tifffile.imwrite(tmp_path / f"s{i}.tif", toy(50 + i)[0])
-    api.segment([tmp_path / "s0.tif", tmp_path / "s1.tif"], tmp_path / "out", model=str(trained.model), config=SegmentConfig(device="cpu"))
+    api.segment([tmp_path / "s0.tif", tmp_path / "s1.tif"], tmp_path / "out", model=str(trained.model), config=SegmentConfig(device="cpu"), export=["geojson"])
     counts = pd.read_csv(tmp_path / "out" / "counts.csv")
     objects = pd.read_csv(tmp_path / "out" / "objects.csv")
     assert len(counts) == 2 and "fraction_fibrosis" in counts and counts["fraction_fibrosis"].between(0, 1).all()
     assert len(objects) == 6 and set(objects["class"]) == set(CLASSES)
     labels = tifffile.imread(tmp_path / "out" / "s0_labels.tif")
     assert labels.max() <= 2
+    import json
+
+    # QuPath: one (multi)polygon per class region, named and coloured by class; the class map round-trips
+    features = json.loads((tmp_path / "out" / "s0.geojson").read_text())["features"]
+    names = {f["properties"]["classification"]["name"] for f in features}
+    assert names <= {"tissue", "fibrosis", "background"} and "tissue" in names
+    from shapely.geometry import shape
+
+    tissue = next(f for f in features if f["properties"]["classification"]["name"] == "tissue")
+    geom = shape(tissue["geometry"])
+    assert abs(geom.area - int((labels == 1).sum())) <= 0.02 * (labels == 1).sum()
 
 
 def test_fine_tune_keeps_semantic_head_and_instances_get_a_new_one(trained, tmp_path):
