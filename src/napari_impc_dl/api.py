@@ -67,7 +67,8 @@ class SegmentReport:
 
     @property
     def n_objects(self) -> int:
-        return sum(int(c["n_objects"]) for c in self.counts)
+        """Objects over all images (a class map, from a semantic model, has none: 0)."""
+        return sum(int(c.get("n_objects", 0)) for c in self.counts)
 
 
 @reuse_large_buffers()

@@ -99,14 +99,16 @@ def _run_segment(a) -> int:
     if a.weights or a.trust_code:  # Model Zoo options: load the package here with them
         model = api.load_model(model, device=cfg.device, weights=a.weights, trust_code=a.trust_code)
     report = api.segment(a.inputs, a.out, model=model, config=cfg, classifier=a.classifier, export=a.export or (), progress=_Progress())
+    from .measure.summary import count_summary
+
     for row in report.counts:
-        by_class = ", ".join(f"{k[2:]} {v}" for k, v in row.items() if k.startswith("n_") and k != "n_objects" and k != "n_planes")
-        flags = "".join(f"; {k} {row[k]}" for k in ("count_is_46", "mitotic_index") if k in row)
-        print(f"{row['image']}: {row['n_objects']} objects (median area {row['median_area']:.0f} px){'; ' + by_class if by_class else ''}{flags}")
+        area = f" (median area {row['median_area']:.0f} px)" if "median_area" in row else ""
+        print(f"{row['image']}: {count_summary(row)}{area}")
     print(f"labels:  {', '.join(str(p) for p in report.label_files)}")
     print(f"objects: {report.objects_csv}")
     print(f"counts:  {report.counts_csv}")
-    print(f"{report.n_objects} objects in {len(report.counts)} image(s), {time.perf_counter() - t0:.1f} s")
+    what = f"{report.n_objects} objects in " if all("n_objects" in row for row in report.counts) else ""
+    print(f"{what}{len(report.counts)} image(s), {time.perf_counter() - t0:.1f} s")
     return 0
 
 

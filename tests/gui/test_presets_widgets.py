@@ -103,6 +103,10 @@ def test_fibrosis_sample_gives_a_class_map_fractions_and_exports_them(make_napar
     seg.image_combo.setCurrentText("sample_fibrosis")
     seg.set_model("fibrosis")
     assert seg.classifier_combo.currentData() is None  # a class map has no objects to classify
+    assert seg.postprocessing.isHidden()  # no thresholds to tune on a class map
+    seg.set_model("nuclei")
+    assert not seg.postprocessing.isHidden()
+    seg.set_model("fibrosis")
     click(qtbot, seg.run_button)
     wait_idle(seg, 180)
     labels = viewer.layers["sample_fibrosis labels"]

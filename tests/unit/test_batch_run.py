@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -77,6 +78,7 @@ def test_folder_with_a_corrupt_file_completes_and_records_it(tmp_path, folder12,
     assert len(manifest) == 12 and manifest.status.value_counts().to_dict() == {"done": 11, "failed": 1}
     assert seen[-1][:2] == (12, 12) and "1 failed" in seen[-1][2]
     assert not any(p.name.endswith(".part") for p in out.rglob("*")) and not any((out / ".batch" / "tmp").glob("*"))  # nothing half-written
+    assert not [t for t in threading.enumerate() if t.name.startswith("impc-")]  # no writer thread outlives the run
 
 
 def test_tables_equal_those_of_segment(tmp_path, starter):

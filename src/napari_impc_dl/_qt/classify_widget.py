@@ -470,7 +470,7 @@ class ClassifyWidget(QWidget):
         meta["classifier"] = model
         layer.metadata = {**(layer.metadata or {}), META_KEY: meta}
         from ..measure.counts import add_counts
-        from ._summary import count_summary
+        from ..measure.summary import count_summary
 
         row = add_counts({"n_objects": len(table)}, list(classes), merged[merged["class"].astype(str) != ""])
         self.status.setText(f"{count_summary(row)}\nclassified with {model['name']} ({model['hash']})")

@@ -43,7 +43,7 @@ from ..config import GPU_BATCH, SegmentConfig, validated
 from ..errors import InputError
 from ._layers import META_KEY, features_with_index, find_layer, level0, provenance, unwrap
 from . import preload_torch_libraries
-from ._summary import count_summary
+from ..measure.summary import count_summary
 from ._library import EVENTS, fill_model_combo
 from ._workers import Job, show_progress
 
@@ -185,7 +185,7 @@ class SegmentWidget(QWidget):
         adv_form.addRow("Batch", self.batch)
         self.advanced.addWidget(adv)
 
-        post = QGroupBox("Postprocessing")
+        post = self.postprocessing = QGroupBox("Postprocessing")  # hidden for class maps: they have no objects
         post_form = QFormLayout(post)
         self.foreground = self._slider("Foreground probability above which a pixel belongs to an object")
         self.seed = self._slider("Distance level that seeds an object: higher splits touching objects less")
@@ -317,6 +317,7 @@ class SegmentWidget(QWidget):
             ref = str(checkpoint_path(ref))  # a trained model's folder
         if ref not in PRESETS and not str(ref).lower().endswith(".safetensors"):  # e.g. an imported Model Zoo package
             self._card = None
+            self.postprocessing.setVisible(True)
             self.model_info.setText(f"{Path(ref).name}: described when it is loaded (on Run)")
             return
         try:
@@ -326,6 +327,7 @@ class SegmentWidget(QWidget):
             self.model_info.setText(str(exc))
             return
         self._card = card
+        self.postprocessing.setVisible(card.task != "semantic")
         about = card.description or card.name
         short = " ".join(re.sub(r"\s*\([^()]*\)", "", about).split())  # the card's words, without asides in brackets
         short = short if len(short) <= 90 else short[: short.rfind(" ", 0, 88)].rstrip(",;:") + " …"
@@ -579,7 +581,7 @@ class SegmentWidget(QWidget):
             parts.append("a class per pixel: " + ", ".join(res.semantic["classes"]) + " (fractions of the tissue: all but " + ", ".join(res.semantic["background"]) + ")")
         else:
             parts.append(f"foreground {p.get('foreground_threshold')}, seeds {p.get('seed_threshold')}, min size {p.get('min_size')}")
-        extra = [f"objects by {p['instances']}"] if p.get("instances") not in (None, "distance-head") else []
+        extra = [f"objects by {p['instances']}"] if p.get("instances") not in (None, "distance-head", "semantic") else []
         if p.get("diameter"):
             extra.append(f"diameter {p['diameter']:g} px ({p.get('diameter_source') or 'given'})")
         if extra:

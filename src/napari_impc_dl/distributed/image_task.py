@@ -173,6 +173,14 @@ def _writer():
     return _pool
 
 
+def close_writer() -> None:
+    """End the writer thread once a run in this process is over (its writes are awaited first); the next run starts one."""
+    global _pool
+    pool, _pool = _pool, None
+    if pool is not None:
+        pool.shutdown(wait=True)
+
+
 def finish_image(out: Path, item, tmp: Path, lname: str, res, classifier, src, cfg, *, cancel=None, export: tuple = ()) -> list[str]:
     """Classify (when asked), write the table parts, move labels and parts into place; the files, relative to ``out``."""
     from ..classify.files import classify_segmented

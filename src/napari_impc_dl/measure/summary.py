@@ -1,4 +1,4 @@
-"""One line of counts for the widgets: objects, per class, and what a preset flags."""
+"""One line of counts for people (the widgets and the CLI): objects, per class, and what a preset flags."""
 
 from __future__ import annotations
 
