@@ -103,7 +103,8 @@ def _run_segment(a) -> int:
 
     for row in report.counts:
         area = f" (median area {row['median_area']:.0f} px)" if "median_area" in row else ""
-        print(f"{row['image']}: {count_summary(row)}{area}")
+        flags = "".join(f"; {k} {row[k]}" for k in ("count_is_46", "mitotic_index") if k in row)  # the counts.csv columns, for grep
+        print(f"{row['image']}: {count_summary(row)}{area}{flags}")
     print(f"labels:  {', '.join(str(p) for p in report.label_files)}")
     print(f"objects: {report.objects_csv}")
     print(f"counts:  {report.counts_csv}")
