@@ -177,9 +177,14 @@ def _run_synth(a) -> int:
 
     paths = api.synth(a.kind, a.n, a.out, size=a.size, seed=a.seed, density=a.density, contrast=a.contrast, scale=a.scale)
     truth = f", their masks to {Path(a.out) / 'masks'}, truth.csv and objects_truth.csv"
-    extra = {"nuclei": f" and their masks to {Path(a.out) / 'masks'}",
-             "shapes": f", their labels to {Path(a.out) / 'labels'} and classes.csv", "views": " (one folder per view)", "chromosomes": truth, "cells": truth + " (nucleus masks in nuclei/)",
-             "fibrosis": f", their class maps to {Path(a.out) / 'masks'} and truth.csv"}[a.kind]
+    extra = {
+        "nuclei": f" and their masks to {Path(a.out) / 'masks'}",
+        "shapes": f", their labels to {Path(a.out) / 'labels'} and classes.csv",
+        "views": " (one folder per view)",
+        "chromosomes": truth,
+        "cells": truth + " (nucleus masks in nuclei/)",
+        "fibrosis": f", their class maps to {Path(a.out) / 'masks'} and truth.csv",
+    }[a.kind]
     print(f"wrote {len(paths)} images to {a.out}{extra}")
     return 0
 

@@ -48,35 +48,33 @@ def in_process(todo, job, model, classifier, *, cancel=None):
             log.exception("batch: %s failed", it.path)
             return Outcome(it.name, it.index, ERROR, error=one_line(exc))
 
-    try:
-        pending = None  # (item, Segmented, Future of its Outcome): written while the next image is segmented
-        with reuse_large_buffers(), ThreadPoolExecutor(max_workers=1, thread_name_prefix="impc-batch-finish") as pool:
-            try:
-                for it in todo:
-                    if cancel is not None:
-                        cancel.raise_if_cancelled()
-                    started = guarded(it, lambda: start_one(it, job, model, cancel=cancel))
-                    if pending is not None:
-                        done, pending = pending, None
-                        yield guarded(done[0], done[2].result)
-                    if not isinstance(started, Segmented):
-                        yield started
-                    elif classifier is None:
-                        pending = (it, started, pool.submit(started.finish))
-                    else:
-                        yield guarded(it, lambda: started.finish(classifier, cancel=cancel))
+    pending = None  # (item, Segmented, Future of its Outcome): written while the next image is segmented
+    with reuse_large_buffers(), ThreadPoolExecutor(max_workers=1, thread_name_prefix="impc-batch-finish") as pool:
+        try:
+            for it in todo:
+                if cancel is not None:
+                    cancel.raise_if_cancelled()
+                started = guarded(it, lambda: start_one(it, job, model, cancel=cancel))
                 if pending is not None:
                     done, pending = pending, None
                     yield guarded(done[0], done[2].result)
-            finally:
-                if pending is not None:  # interrupted: its files land or are dropped; it is not logged, so it is done again
-                    _, seg, fut = pending
-                    if fut.cancel():
-                        seg.discard()
-                    else:
-                        fut.exception()
-    finally:
-        close_writer()  # no thread of ours outlives the run (the widgets and notebooks go on in this process)
+                if not isinstance(started, Segmented):
+                    yield started
+                elif classifier is None:
+                    pending = (it, started, pool.submit(started.finish))
+                else:
+                    yield guarded(it, lambda: started.finish(classifier, cancel=cancel))
+            if pending is not None:
+                done, pending = pending, None
+                yield guarded(done[0], done[2].result)
+        finally:
+            if pending is not None:  # interrupted: its files land or are dropped; it is not logged, so it is done again
+                _, seg, fut = pending
+                if fut.cancel():
+                    seg.discard()
+                else:
+                    fut.exception()
+            close_writer()  # no thread of ours outlives the run (the widgets and notebooks go on in this process)
 
 
 @contextmanager
