@@ -112,8 +112,8 @@ def test_mps_out_of_memory_halves_the_batch_and_outputs_reach_the_host(tiny_mode
     copied = []
     real_cpu = torch.Tensor.cpu
     monkeypatch.setattr(torch.Tensor, "cpu", lambda self, *a, **k: copied.append(1) or real_cpu(self, *a, **k))
-    real_write = eng._write
-    monkeypatch.setattr(eng, "_write", lambda entry, out: (None if copied else pytest.fail("an MPS tensor was handed to numpy")) or real_write(entry, out))
+    real_write = eng._Writer._write
+    monkeypatch.setattr(eng._Writer, "_write", lambda self, entry: (None if copied else pytest.fail("an MPS tensor was handed to numpy")) or real_write(self, entry))
     model = FakeGPU(tiny_model, device="mps", oom=lambda x: x.shape[0] > 1)
     out, stats = _run(model, IMG, tile=128, halo=16, batch=4)
     assert "batch->2" in stats.fallbacks and "batch->1" in stats.fallbacks

@@ -9,6 +9,12 @@
   next one has been queued, so there is no host sync per tile.
 * Models with ``forward_region`` compute only the window of each batch that holds the tiles'
   cores: the halo is context for the encoder, and most of the decoder skips it.
+* Finished batches are written out by a writer thread (:class:`_Writer`) on CUDA and whenever
+  ``out`` is not a numpy array (a zarr store compresses and writes chunks): the thread that
+  feeds the GPU never waits for a copy or a write.
+* ``on_rows(rows)`` (optional) is told, in increasing order, that rows ``0:rows`` of ``out`` are
+  final: tiles are written in raster order, so postprocessing can start on the top of a plane
+  while the model computes the bottom (:mod:`.pipeline` overlaps them on a GPU).
 * Out of memory: halve the batch, then the tile, then fall back to the CPU with a warning.
 * ``progress(done, total)`` is called after every batch; ``cancel`` (a :class:`CancelToken`) is
   checked between batches.
@@ -214,6 +220,7 @@ def predict_plane(
     batch: int | None = None,
     progress: ProgressFn | None = None,
     cancel: CancelToken | None = None,
+    on_rows: Callable[[int], None] | None = None,
 ) -> EngineStats:
     """Run ``model`` over one ``(H, W)`` plane in tiles and write its outputs to ``out`` ``(K, H, W)``.
 
@@ -222,6 +229,8 @@ def predict_plane(
     ``read(tile)`` returns the raw ``(C, h, w)`` window ``[tile.y0:tile.y1, tile.x0:tile.x1]``.
     ``out`` is any writable array (numpy, zarr). Tile and halo default to the model's own; the
     batch to 1 on the CPU and :data:`~napari_impc_dl.config.GPU_BATCH` on a GPU.
+    ``on_rows(rows)``: rows ``0:rows`` of ``out`` are final (called from the writer thread). After
+    an out-of-memory re-plan those rows are not written again, so what was handed on stays true.
     """
     rules = model.info.tiling
     tile = rules.tile if tile is None else tile
@@ -231,11 +240,18 @@ def predict_plane(
         batch = 1 if model.device.type == "cpu" else GPU_BATCH
     stats = EngineStats()
     t0 = time.perf_counter()
+    final = [0]  # rows already final (and handed on): a re-plan leaves them alone
+
+    def rows(r: int) -> None:
+        final[0] = r
+        if on_rows is not None:
+            on_rows(r)
+
     try:
         while True:
             plan = plan_tiles(shape, tile, halo, step=rules.step, min_tile=rules.min_tile, fixed=rules.fixed)
             try:
-                _run_plan(model, read, plan, out, normalize, batch, progress, cancel, stats)
+                _run_plan(model, read, plan, out, normalize, batch, progress, cancel, stats, on_rows=rows, floor=final[0])
                 break
             except _Retry as r:
                 action = str(r)
@@ -297,7 +313,7 @@ def keep_window_size(plan: TilePlan, batch: int) -> tuple[int, int]:
     return _keep_size(plan, batch)
 
 
-def _run_plan(model, read, plan: TilePlan, out, normalize, batch, progress, cancel, stats: EngineStats, keep_size=None) -> None:
+def _run_plan(model, read, plan: TilePlan, out, normalize, batch, progress, cancel, stats: EngineStats, keep_size=None, on_rows=None, floor: int = 0) -> None:
     import torch
 
     device = model.device
@@ -312,7 +328,7 @@ def _run_plan(model, read, plan: TilePlan, out, normalize, batch, progress, canc
     size = _keep_size(plan, batch) if keep_size is None else tuple(keep_size)
     reader = _Reader(read, plan, normalize, batch, pin=cuda)
     reader.start()
-    pending: list = []  # (tiles, host uint8 tensor, cuda event) waiting to be written
+    writer = _Writer(out, plan, on_rows, floor, threaded=cuda or not isinstance(out, np.ndarray))
     done = 0
     sub = batch  # current sub-batch size (halved on OOM)
     try:
@@ -346,23 +362,21 @@ def _run_plan(model, read, plan: TilePlan, out, normalize, batch, progress, canc
                             stats.fallbacks.append(f"batch->{sub}")
                             continue
                         raise _Retry("tile" if plan.tile_shape[0] > 2 * 64 else "cpu") from None
-                    if cuda:
+                    if cuda:  # the copy is queued behind the forward; the writer waits for it, not this thread
                         host = torch.empty(y8.shape, dtype=y8.dtype, pin_memory=True)
                         host.copy_(y8, non_blocking=True)
                         ev = torch.cuda.Event()
                         ev.record(torch.cuda.current_stream(device))  # this device's stream (cuda:N), not device 0's
-                        pending.append((part, keep, host, ev))
-                        while len(pending) > 2:  # write the oldest batch; the GPU already has newer work queued
-                            _write(pending.pop(0), out)
+                        writer.put((part, keep, host, ev))
                     else:  # CPU (a no-op) or MPS: numpy needs host memory
-                        _write((part, keep, y8.cpu(), None), out)
+                        writer.put((part, keep, y8.cpu(), None))
                     i += len(xs)
                     done += len(xs)
                 if progress is not None:
                     progress(done, len(plan.tiles))
-            while pending:
-                _write(pending.pop(0), out)
+        writer.close()  # every batch written (and handed on) before the plan counts as done
     finally:
+        writer.abort()  # on an error: stop without waiting for the rest (a no-op after close)
         reader.stop.set()
         reader.join(timeout=10)
 
@@ -400,12 +414,83 @@ def _keep(tiles, tile_shape: tuple[int, int], size: tuple[int, int]) -> tuple[in
     return y0, y1, x0, x1
 
 
-def _write(entry, out) -> None:
-    tiles, keep, y8, ev = entry
-    if ev is not None:
-        ev.synchronize()
-    arr = y8.numpy()
-    ky, kx = (0, 0) if keep is None else (keep[0], keep[2])  # the outputs start at the window's corner
-    for k, t in enumerate(tiles):
-        oy, ox = t.cy0 - t.y0 - ky, t.cx0 - t.x0 - kx
-        out[:, t.cy0 : t.cy1, t.cx0 : t.cx1] = arr[k, :, oy : oy + t.cy1 - t.cy0, ox : ox + t.cx1 - t.cx0]
+class _Writer:
+    """Writes finished batches into ``out`` in the order they were put, inline or on its own thread.
+
+    Threaded (``impc-tile-writer``), :meth:`put` only queues (at most ``depth`` batches wait, so
+    memory stays bounded and the model is slowed only if writing is the slower side); an error in
+    the thread is raised by the next :meth:`put` or by :meth:`close`. After each batch, when every
+    tile before the first unwritten one is written, ``on_rows(rows)`` is called with the first
+    row that is not final yet (tiles are in raster order, so that is the next tile's ``cy0``).
+    Rows below ``floor`` were made final by an earlier plan and are not written again.
+    """
+
+    def __init__(self, out, plan: TilePlan, on_rows, floor: int, *, threaded: bool, depth: int = 3) -> None:
+        self.out, self.plan, self.on_rows, self.floor = out, plan, on_rows, floor
+        self.written = 0  # tiles written, in plan order
+        self.error: BaseException | None = None
+        self.thread = None
+        if threaded:
+            self.q: queue.Queue = queue.Queue(maxsize=depth)
+            self.stop = threading.Event()
+            self.thread = threading.Thread(target=self._loop, daemon=True, name="impc-tile-writer")
+            self.thread.start()
+
+    def put(self, entry) -> None:
+        if self.thread is None:
+            self._write(entry)
+            return
+        while True:
+            if self.error is not None:
+                raise self.error
+            try:
+                self.q.put(entry, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def close(self) -> None:
+        """Write everything queued; raise the thread's error if it had one."""
+        if self.thread is not None:
+            self.put(None)
+            self.thread.join()
+            self.thread = None
+            if self.error is not None:
+                raise self.error
+
+    def abort(self) -> None:
+        if self.thread is not None:
+            self.stop.set()
+            self.thread.join(timeout=10)
+            self.thread = None
+
+    def _loop(self) -> None:
+        try:
+            while not self.stop.is_set():
+                try:
+                    entry = self.q.get(timeout=0.1)
+                except queue.Empty:
+                    continue
+                if entry is None:
+                    return
+                self._write(entry)
+        except BaseException as exc:  # handed to the feeding thread
+            self.error = exc
+
+    def _write(self, entry) -> None:
+        tiles, keep, y8, ev = entry
+        if ev is not None:
+            ev.synchronize()
+        arr = y8.numpy()
+        ky, kx = (0, 0) if keep is None else (keep[0], keep[2])  # the outputs start at the window's corner
+        out, floor = self.out, self.floor
+        for k, t in enumerate(tiles):
+            cy0 = max(t.cy0, floor)
+            if cy0 < t.cy1:
+                oy, ox = cy0 - t.y0 - ky, t.cx0 - t.x0 - kx
+                out[:, cy0 : t.cy1, t.cx0 : t.cx1] = arr[k, :, oy : oy + t.cy1 - cy0, ox : ox + t.cx1 - t.cx0]
+        self.written += len(tiles)
+        if self.on_rows is not None:
+            tiles_all = self.plan.tiles
+            rows = tiles_all[self.written].cy0 if self.written < len(tiles_all) else self.plan.shape[0]
+            self.on_rows(max(rows, self.floor))

@@ -168,7 +168,7 @@ def labels_from_probabilities(
     """
     shape = tuple(probs.shape[1:])
     windows = plan_blocks(shape, params.block, params.halo)
-    workers = min(worker_threads() if workers is None else max(1, workers), len(windows))
+    workers = min(worker_threads(params.block, params.halo) if workers is None else max(1, workers), len(windows))
     t_start = time.perf_counter()
     in_callback = 0.0
     next_id = start_id

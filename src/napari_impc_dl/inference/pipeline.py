@@ -5,7 +5,9 @@
     relabel        cached probabilities + new thresholds -> labels and table again, without the model
 
 Each plane goes ``predict_plane`` (engine: tiles, batches, forward) -> ``labels_from_probabilities``
-(instances, seam-free blocks) -> ``BlockTables`` (measurements beside the postprocessing). The
+(instances, seam-free blocks) -> ``BlockTables`` (measurements beside the postprocessing). On a
+GPU the two overlap (:mod:`.overlap`): blocks are postprocessed as soon as the engine has written
+their rows, while the model computes the rows below. The
 facade (:mod:`napari_impc_dl.api`) re-exports these for the CLI and the widgets and adds the
 files-in, files-out runs around them.
 """
@@ -185,6 +187,7 @@ def segment_image(
 
     from .engine import predict_plane
     from .instances import labels_from_probabilities
+    from .overlap import infer_while_postprocessing, overlapped
     from ..measure.blocks import BlockTables
 
     config = config or SegmentConfig()
@@ -216,21 +219,43 @@ def segment_image(
             p_plane = _plane(probs, plane)
             finalize = getattr(model, "finalize_plane", None)  # optional hook: outputs that need whole-image postprocessing
             target = p_plane if finalize is None else model.raw_buffer((H, W))
+            infer_stage = _stage(progress, f"inference {pi + 1}/{len(planes)}" if len(planes) > 1 else "inference")
+            l_plane = _plane(labels, plane)
+            if spec is None and finalize is None and overlapped(config, model, params):
+                last = pi == len(planes) - 1
+
+                def postprocess(gate, plane=plane, l_plane=l_plane, last=last):
+                    with BlockTables(source, plane, channels, names, stack_axes) as measure:
+                        done = labels_from_probabilities(
+                            gate, l_plane, plane_params(params, None), start_id=next_id, on_block=measure, on_start=measure.start,
+                            progress=_stage(progress, "postprocessing"), cancel=cancel,
+                        )
+                        if labels_ready is not None and last:
+                            labels_ready(labels, done[0] - 1)
+                        return done, measure.collect(), measure.seconds
+
+                run = infer_while_postprocessing(
+                    lambda on_rows, cancel_both: predict_plane(
+                        model, read, (H, W), p_plane, normalize, tile=config.tile, halo=config.halo, batch=config.batch,
+                        progress=infer_stage, cancel=cancel_both, on_rows=on_rows,
+                    ),
+                    postprocess, p_plane, cancel,
+                )
+                stats, ((next_id, busy), block_tables, measure_s) = run.inference, run.postprocessing
+                _engine_timings(timings, stats)
+                tables.extend(block_tables)
+                timings["postprocess_s"] += run.tail_s  # only what inference did not hide (see infer_while_postprocessing)
+                timings["postprocess_overlapped_s"] = timings.get("postprocess_overlapped_s", 0.0) + busy
+                timings["measure_s"] += measure_s
+                continue
             stats = predict_plane(
                 model, read, (H, W), target, normalize, tile=config.tile, halo=config.halo, batch=config.batch,
-                progress=_stage(progress, f"inference {pi + 1}/{len(planes)}" if len(planes) > 1 else "inference"), cancel=cancel,
+                progress=infer_stage, cancel=cancel,
             )
             if finalize is not None:
                 finalize(target, p_plane)
                 del target
-            timings["inference_s"] += stats.seconds
-            timings["tiles"] = timings.get("tiles", 0) + stats.n_tiles
-            timings["tile_shape"], timings["device"], timings["overhead"] = list(stats.tile_shape), stats.device, round(stats.overhead, 4)
-            timings["batch"] = stats.batch
-            if stats.fallbacks:
-                timings.setdefault("fallbacks", []).extend(stats.fallbacks)
-
-            l_plane = _plane(labels, plane)
+            _engine_timings(timings, stats)
             t0 = time.perf_counter()
             if spec is not None:  # a class per pixel: the class map and the area of each class, no instances
                 class_areas += class_map(p_plane, l_plane, progress=_stage(progress, "class map"), cancel=cancel)
@@ -265,6 +290,16 @@ def segment_image(
     finally:
         if owned:
             source.close()
+
+
+def _engine_timings(timings: dict, stats) -> None:
+    """Add one plane's engine figures to a run's ``timings``."""
+    timings["inference_s"] += stats.seconds
+    timings["tiles"] = timings.get("tiles", 0) + stats.n_tiles
+    timings["tile_shape"], timings["device"], timings["overhead"] = list(stats.tile_shape), stats.device, round(stats.overhead, 4)
+    timings["batch"] = stats.batch
+    if stats.fallbacks:
+        timings.setdefault("fallbacks", []).extend(stats.fallbacks)
 
 
 def _semantic_result(source, labels, probs, info, model, config, timings, stack_axes, spec, areas) -> SegmentationResult:
