@@ -25,9 +25,9 @@ def _no_impc_threads():
 
 def test_overlapped_run_gives_the_same_labels_and_table_and_starts_early(starter, nuclei_768):
     image = nuclei_768[0][:512, :512]
-    ref = segment_image(image, starter, _config(overlap=False))
+    ref = segment_image(image, starter, _config(overlap=False, tile=128))
     events = []
-    res = segment_image(image, starter, _config(overlap=True), progress=lambda d, t, stage: events.append((stage, d, t)))
+    res = segment_image(image, starter, _config(overlap=True, tile=128), progress=lambda d, t, stage: events.append((stage, d, t)))
     np.testing.assert_array_equal(res.labels, ref.labels)
     assert res.n_objects == ref.n_objects > 30
     assert res.objects.equals(ref.objects)
