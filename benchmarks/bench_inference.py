@@ -1,6 +1,6 @@
 """End-to-end tiled segmentation against the bare model forward; peak memory at 4k and 16k.
 
-    python benchmarks/bench_inference.py [--device cpu|cuda|auto] [--size 4096] [--big 16384] [--no-big]
+    python benchmarks/bench_inference.py [--device cpu|cuda|auto] [--size 4096] [--big 16384] [--no-big] [--arch resnet34]
 
 Generates (once, cached in --workdir) synthetic uint16 nuclei images as zarr, then, each in a
 fresh process so peak RSS is that run's alone, runs ``napari_impc_dl.api.segment`` with the
@@ -20,6 +20,16 @@ The last line printed is one JSON object:
 
     end_to_end_s, mpx_per_s, postprocess_s, bare_forward_s, efficiency, efficiency_paired,
     postprocess_share, peak_rss_mb_4k, peak_rss_mb_16k, ... (tile shape, tiles, objects, device, timings)
+
+On CUDA each forward is bracketed by CUDA events: ``gpu_busy_share`` is the GPU time between
+them over the wall time of the run (the share of the run the GPU was computing), and
+``gpu_util_sampled`` the mean of NVML's utilisation sampled every 50 ms when ``pynvml`` is
+installed (else null). ``mpx_per_s_16k`` is the 16k image's end-to-end rate from its zarr.
+``--arch resnet34`` (any registry encoder) times a randomly initialised U-Net of that encoder
+with the starter's tiling and postprocessing instead of a trained model: speed, not accuracy.
+With postprocessing overlapped with inference (the default on a GPU), ``postprocess_s`` is the
+part of it after inference ended (what inference did not hide) and ``postprocess_overlapped_s``
+its whole time.
 
 ``efficiency = bare_forward_s / (end_to_end_s - postprocess_s)``;
 ``efficiency_paired`` is the median over the timed runs of the same ratio with each run's own
@@ -46,16 +56,19 @@ def _child(args) -> None:
     one_arena = share_one_arena()  # first, as the command line does: threads share glibc's main arena
     from napari_impc_dl import api
 
-    model = api.load_model(args.model, device=args.device)  # imports and model construction are not the job
+    model = _model(args)  # imports and model construction are not the job
+    busy = _GpuBusy(model)
     h, w = _image_shape(args.image)
     runs, bare = [], []
     for i in range(args.runs):  # the first run warms up (kernels for the tile shape, heap); the median of the rest is reported
         if i and args.bare:  # the bare forward runs between the timed runs, so both see the machine in the same state
             bare.append(_bare(model, args, h * w))
         out = Path(tempfile.mkdtemp(prefix="bench-out-", dir=args.workdir))
+        busy.reset()
         t0 = time.perf_counter()
         report = api.segment([args.image], out, model=model, device=args.device, batch=args.batch, tile=args.tile, halo=args.halo)
         e2e = time.perf_counter() - t0
+        gpu_s, util = busy.result()
         shutil.rmtree(out, ignore_errors=True)
         t = report.timings[0]
         runs.append({
@@ -63,6 +76,9 @@ def _child(args) -> None:
             "postprocess_s": t["postprocess_s"],
             "inference_s": t["inference_s"],
             "measure_s": t["measure_s"],
+            "postprocess_overlapped_s": t.get("postprocess_overlapped_s"),
+            "gpu_busy_share": None if gpu_s is None else round(gpu_s / e2e, 3),
+            "gpu_util_sampled": util,
         })
     timed = runs[1:] or runs
     # efficiency of each timed run against the bare forward measured just before it
@@ -84,6 +100,93 @@ def _child(args) -> None:
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "one_arena": one_arena,
     }))
+
+
+def _model(args):
+    """The trained model ``--model``, or with ``--arch`` a random U-Net of that encoder with its card's tiling."""
+    from napari_impc_dl import api
+
+    model = api.load_model(args.model, device=args.device)
+    if not args.arch:
+        return model
+
+    import torch
+
+    from napari_impc_dl.inference.runnable import CheckpointModel
+    from napari_impc_dl.models import registry
+
+    spec = registry.architecture(args.arch, in_channels=model.info.in_channels, out_channels=len(model.info.output_names))
+    card = model.card.model_copy(update={"name": f"random-{args.arch}", "architecture": spec})
+    torch.manual_seed(0)
+    return CheckpointModel(registry.build(spec).eval(), card, source="random").to(str(model.device))
+
+
+class _GpuBusy:
+    """GPU time inside the model's forwards (CUDA events around each) and NVML utilisation sampling; no-ops off CUDA."""
+
+    def __init__(self, model) -> None:
+        self.on = model.device.type == "cuda"
+        self.spans: list = []
+        self.depth = 0
+        self.samples: list[float] = []
+        self._stop = None
+        if not self.on:
+            return
+        import torch
+
+        for name in ("forward", "forward_region"):
+            inner = getattr(model, name, None)
+            if inner is None:
+                continue
+
+            def timed(*a, _inner=inner, **k):
+                if self.depth:  # forward_region calling forward: counted once
+                    return _inner(*a, **k)
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                self.depth += 1
+                try:
+                    start.record()
+                    y = _inner(*a, **k)
+                    end.record()
+                finally:
+                    self.depth -= 1
+                self.spans.append((start, end))  # read after the run: no sync here
+                return y
+
+            setattr(model, name, timed)
+
+    def reset(self) -> None:
+        self.spans, self.samples = [], []
+        if not self.on:
+            return
+        try:
+            import threading
+
+            import pynvml
+
+            pynvml.nvmlInit()
+            handle = pynvml.nvmlDeviceGetHandleByIndex(0)
+            self._stop = threading.Event()
+
+            def sample():
+                while not self._stop.wait(0.05):
+                    self.samples.append(float(pynvml.nvmlDeviceGetUtilizationRates(handle).gpu))
+
+            threading.Thread(target=sample, daemon=True).start()
+        except Exception:  # noqa: BLE001 - no NVML: events only
+            self._stop = None
+
+    def result(self) -> tuple[float | None, float | None]:
+        if self._stop is not None:
+            self._stop.set()
+        if not self.on:
+            return None, None
+        import torch
+
+        torch.cuda.synchronize()
+        gpu_s = sum(a.elapsed_time(b) for a, b in self.spans) / 1000.0
+        util = round(sum(self.samples) / len(self.samples), 1) if self.samples else None
+        return gpu_s, util
 
 
 def _image_shape(path) -> tuple[int, int]:
@@ -123,6 +226,7 @@ def _bare(model, args, n_pixels: int) -> float:
 
 def _run_child(args, image: Path, runs: int, bare: bool = False) -> dict:
     cmd = [sys.executable, __file__, "--child", "--image", str(image), "--workdir", str(args.workdir), "--device", args.device, "--model", args.model, f"--runs={runs}"]
+    cmd += [f"--arch={args.arch}"] if args.arch else []
     cmd += ["--bare"] if bare else []
     cmd += [f"--batch={args.batch}"] if args.batch else []
     cmd += [f"--tile={args.tile}"] if args.tile else []
@@ -138,6 +242,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--model", default="nuclei")
+    ap.add_argument("--arch", default=None, help="time a random U-Net with this registry encoder (e.g. resnet34) and --model's tiling, instead of --model")
     ap.add_argument("--batch", type=int, default=None, help="tiles per forward pass (default: the engine's, 1 on the CPU)")
     ap.add_argument("--tile", type=int, default=None, help="override the model's default tile (default: the model's)")
     ap.add_argument("--halo", type=int, default=None, help="override the model's default halo (default: the model's)")
@@ -190,6 +295,12 @@ def main() -> None:
         "peak_rss_mb_4k": round(small["peak_rss_mb"], 1),
         "peak_rss_mb_16k": round(big["peak_rss_mb"], 1) if big else None,
         "end_to_end_s_16k": round(big["end_to_end_s"], 1) if big else None,
+        "mpx_per_s_16k": round(args.big * args.big / 1e6 / big["end_to_end_s"], 2) if big else None,
+        "gpu_busy_share": small.get("gpu_busy_share"),
+        "gpu_busy_share_16k": big.get("gpu_busy_share") if big else None,
+        "gpu_util_sampled": small.get("gpu_util_sampled"),
+        "postprocess_overlapped_s": small.get("postprocess_overlapped_s"),
+        "model": f"random-{args.arch}" if args.arch else args.model,
         "inference_s": round(small["inference_s"], 3),
         "measure_s": round(small["measure_s"], 3),
         "tile_shape": small["tile_shape"],
