@@ -17,6 +17,10 @@ from .errors import InputError
 GPU_BATCH = 4
 """Tiles per forward pass on a GPU (or MPS) when the batch is left to the engine."""
 
+GPU_POSTPROCESS_BELOW_CORES = 8
+"""``postprocess_device="auto"``: a CUDA host with fewer usable cores than this postprocesses on the GPU (an
+estimate: on crowded nuclei one core postprocesses about 10 MP/s, a GPU infers 100s of MP/s; not yet measured on a GPU)."""
+
 
 BLOCK_BYTES_PER_PIXEL = 25
 """About what one postprocessing block in flight holds per window pixel (probabilities, masks, keys, labels)."""
@@ -106,6 +110,10 @@ class SegmentConfig(_Strict):
     """Postprocess the top of a plane while the model computes the rest (same labels as one after the other).
     ``None``: on a GPU (the CPU's cores are the model's there). Not possible when the object diameter has to be
     estimated from the whole plane first (give ``diameter`` to allow it)."""
+    postprocess_device: Literal["auto", "cpu", "model"] = "auto"
+    """Where seeds, the seeded flood and connected components run: ``cpu`` (numpy), ``model`` (torch on the model's
+    device, same labels; for the distance-head and threshold methods) or ``auto``: the model's device when it is a
+    CUDA GPU and the host has fewer than :data:`GPU_POSTPROCESS_BELOW_CORES` cores to keep up with it, else the CPU."""
     in_memory_limit_mpx: float = Field(default=64.0, gt=0)
     """Images above this many megapixels (all planes) stream probabilities and labels through zarr on disk."""
 

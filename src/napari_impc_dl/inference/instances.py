@@ -25,6 +25,7 @@ consecutive from ``start_id`` in raster order of blocks.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -60,6 +61,9 @@ class InstanceParams:
     """Expected object diameter in pixels: drives seed suppression (distance-transform, boundary)."""
     core_threshold: float | None = None
     """distance-transform: the foreground probability above which a pixel is core (seeds come from the core)."""
+    device: str | None = None
+    """``None``: numpy on the CPU. A torch device (``cuda``, ``cuda:1``, ...): blocks run on it with
+    :mod:`.instances_torch` (the same labels) when the method allows (distance-head, threshold), else numpy."""
 
 
 @dataclass(frozen=True)
@@ -96,6 +100,11 @@ def local_instances(fg: np.ndarray, dist: np.ndarray | None, params: InstancePar
     distance head, or its boundary map for ``method="boundary"``), or ``None``. Returns ``labels``
     (int32, 1..n) and ``anchors`` (int64, ``anchors[i]`` belongs to label ``i + 1``).
     """
+    if params.device is not None:
+        from .instances_torch import supports
+
+        if supports(params, dist is not None):
+            return _on_device(fg, dist, params)
     mask = fg > round(params.foreground_threshold * 255)
     method = params.method if dist is not None or params.method in ("distance-transform", "threshold") else "distance-transform"
     if method == "distance-head":
@@ -134,6 +143,28 @@ def local_instances(fg: np.ndarray, dist: np.ndarray | None, params: InstancePar
     lut = np.zeros(n + 1, np.int32)
     lut[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
     return lut[labels], first[keep]
+
+
+_streams = threading.local()
+
+
+def _on_device(fg, dist, params: InstanceParams):
+    """:func:`local_instances` with torch on ``params.device``; on CUDA on a side stream of this thread, so its
+    waits for results are not queued behind the model's work on the default stream."""
+    import torch
+
+    from .instances_torch import local_instances_torch
+
+    device = torch.device(params.device)
+    if device.type != "cuda":
+        return local_instances_torch(fg, dist, params, device=device)
+    key = str(device)
+    stream = getattr(_streams, key, None)
+    if stream is None:
+        stream = torch.cuda.Stream(device)
+        setattr(_streams, key, stream)
+    with torch.cuda.device(device), torch.cuda.stream(stream):
+        return local_instances_torch(fg, dist, params, device=device)
 
 
 BlockCallback = Callable[[Window, np.ndarray, int, int], None]

@@ -366,7 +366,20 @@ def _instance_params(model, config: SegmentConfig):
         halo=config.block_halo,
         method=choose_method(model.info.output_names, config.instances),
         diameter=config.diameter,
+        device=postprocess_device(config, model),
     )
+
+
+def postprocess_device(config: SegmentConfig, model) -> str | None:
+    """The torch device the postprocessing blocks run on (``None``: numpy on the CPU), from ``config.postprocess_device``."""
+    from ..config import GPU_POSTPROCESS_BELOW_CORES, usable_cores
+
+    device = getattr(model, "device", None)
+    if config.postprocess_device == "cpu" or device is None:
+        return None
+    if config.postprocess_device == "model":
+        return None if device.type == "cpu" else str(device)
+    return str(device) if device.type == "cuda" and usable_cores() < GPU_POSTPROCESS_BELOW_CORES else None
 
 
 def plane_params(params, probs, estimates: list | None = None):
