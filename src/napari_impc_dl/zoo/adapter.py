@@ -15,7 +15,9 @@ The tiled engine runs packages exactly as it runs our checkpoints; this module o
   back, inside the halo the engine discards anyway.
 * **pre/postprocessing** (:mod:`.processing`) with whole-image statistics: the api calls
   :meth:`ZooModel.normalizer_for_image`, which streams the image once (or a few times for float
-  percentiles) before tiling, so tiles never change the result.
+  percentiles) before tiling, so tiles never change the result. Postprocessing of a batch runs on
+  the batch's device (torch ops), so a GPU never waits on a host round trip per batch; a package
+  with a step torch cannot run there exactly keeps the numpy path (decided in ``ZooModel.to``).
 
 What ``segment`` does with the outputs (``mode="segment"``). The output used is the first one
 with the input's height and width. Its channels are read by name: one named like ``distance`` is
@@ -363,6 +365,9 @@ class ZooModel:
         if self.net.kind == "onnx" and self._device.type != "cpu":
             self._device = torch.device("cpu")
         self.net.to(self._device)
+        # direct outputs are postprocessed on the device when every step runs there (decided here, never per batch)
+        out = getattr(self, "out", None)
+        self.post_on_device = out is not None and P.runs_on_device(self.post_ops[out.id], self._device.type)
         return self
 
     # ------------------------------------------------------------------ whole tensors (the package's own tests)
@@ -603,18 +608,37 @@ class ZooModel:
         return y
 
     def forward(self, x):
-        import torch
+        """``(B, C, h, w)`` batch -> ``(B, K, h, w)`` float32 on ``x``'s device.
 
+        Direct outputs are postprocessed here. When every step runs on torch tensors
+        (:attr:`post_on_device`, decided in :meth:`to`), that happens on the device: no copy to
+        the host, no synchronisation per batch (statistics reach the device once per image).
+        Otherwise (a step without a torch path on this device) the batch takes the numpy path.
+        """
         y = self._network(x)
         if not self.direct:
             return y.float()
+        if not self.post_on_device:
+            return self._forward_host(x, y)
+        y = y.detach()
+        y = y.float() if y.dtype.is_floating_point else y
+        y = P.apply_ops(self.post_ops[self.out.id], y, self.out_dims, self._plane_stats).float()
+        if self.mode != "raw":
+            y = self._probabilities(y)
+        return y.to(x.device).contiguous()
+
+    def _forward_host(self, x, y):
+        """The numpy path of :meth:`forward`: the batch goes to the host and back (packages with a step torch cannot run)."""
+        import torch
+
         yn = y.detach().float().cpu().numpy() if y.dtype.is_floating_point else y.detach().cpu().numpy()
         yn = P.apply_ops(self.post_ops[self.out.id], yn, self.out_dims, self._plane_stats).astype(np.float32, copy=False)
         if self.mode != "raw":
             yn = self._probabilities(yn)
         return torch.from_numpy(np.ascontiguousarray(yn)).to(x.device)
 
-    def _probabilities(self, y: np.ndarray) -> np.ndarray:
+    def _probabilities(self, y):
+        """The maps ``segment`` uses (foreground, then distance or boundary) from postprocessed outputs, numpy or torch."""
         fg_i, dist_i = self.roles
         fg = 1.0 - y[:, fg_i[1]] if isinstance(fg_i, tuple) else y[:, fg_i]
         maps = [fg]
@@ -622,7 +646,11 @@ class ZooModel:
             maps.append(y[:, dist_i])
         elif "boundary" in self.info.output_names:
             maps.append(y[:, self.boundary_index])
-        return np.stack(maps, axis=1)
+        if isinstance(y, np.ndarray):
+            return np.stack(maps, axis=1)
+        import torch
+
+        return torch.stack(maps, dim=1)
 
     def raw_buffer(self, shape: tuple[int, int]):
         """Float32 scratch ``(K, H, W)`` for outputs that need whole-image postprocessing (disk-backed when large)."""

@@ -1,4 +1,4 @@
-"""The BioImage Model Zoo's pre- and postprocessing operations, in numpy, for spec 0.4 and 0.5.
+"""The BioImage Model Zoo's pre- and postprocessing operations, in numpy or torch, for spec 0.4 and 0.5.
 
 Each step of a package's ``preprocessing`` / ``postprocessing`` list becomes an :class:`Op`
 (:func:`parse_op` reads both naming styles: 0.4 ``name`` + ``mode``/axis letters, 0.5 ``id`` +
@@ -19,11 +19,24 @@ Two ways to get measures, with identical results:
   merged exactly (Chan et al.), quantiles are *exact* order statistics found by histogram
   refinement over repeated passes (integer images of 8/16 bits: one exact histogram pass), so
   statistics never depend on the tiling and never need the whole image in memory.
+
+**Torch tensors** run every op (and :func:`compute_stats`) on the tensor's own device, so a
+package's postprocessing never leaves the GPU. The numbers are the numpy path's: float32 stays
+float32 (float64 stays float64; half precision and integers are computed as float32 / float64, as
+numpy promotes them); constants (per-axis values, statistics, which may be float64 numpy arrays)
+are moved to the device once per device and statistics object, not per batch. Where numpy
+computes in float64 because a statistic is float64 (``x - mean``), the torch path stays in float32
+and subtracts the statistic as two float32 parts (``hi + lo``), which keeps the result within a
+few float32 ulps of numpy's even when ``x`` is close to the statistic. :meth:`Op.device_ok` says
+whether an op runs on a device type; callers decide once (``runs_on_device``) and keep the numpy
+path for a package with any op that does not (``ensure_dtype`` to an unsigned type wider than
+8 bits, float64 on MPS). torch is never imported here: numpy inputs never touch it.
 """
 
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Sequence
 
@@ -88,12 +101,91 @@ def _stat(stats: Stats, m: Measure, dims: Sequence[str]) -> np.ndarray:
     return v
 
 
+# ----------------------------------------------------------------------------- torch helpers
+
+
+def _torch_of(x):
+    """The torch module when ``x`` is a torch tensor, else None (never imports torch)."""
+    torch = sys.modules.get("torch")
+    return torch if torch is not None and isinstance(x, torch.Tensor) else None
+
+
+def is_torch(x) -> bool:
+    return _torch_of(x) is not None
+
+
+def _tfloat(x):
+    """``x`` in the dtype numpy computes it in: float32 / float64 as they are, half precision as float32,
+    integers and bool as float64 (float32 on MPS, which has no float64)."""
+    torch = _torch_of(x)
+    if x.dtype in (torch.float32, torch.float64):
+        return x
+    if x.is_floating_point() or x.device.type == "mps":
+        return x.float()
+    return x.double()
+
+
+def _weak(v) -> bool:
+    """A plain Python number: numpy (NEP 50) and torch both compute it in the array's dtype."""
+    return type(v) in (int, float)
+
+
+def _host(v, torch):
+    """A parameter or statistic as a float torch tensor, in its own precision (numpy on the CPU; torch tensors stay put)."""
+    if isinstance(v, torch.Tensor):
+        return v if v.is_floating_point() else v.to(torch.float32 if v.device.type == "mps" else torch.float64)
+    a = np.asarray(v)
+    if a.dtype not in (np.float32, np.float64):
+        a = a.astype(np.float64)
+    return torch.from_numpy(np.array(a, copy=True))
+
+
+def _const(v, x):
+    """``v`` for ``x``'s ops: a Python number as it is, anything else a tensor in ``x``'s dtype on ``x``'s device."""
+    if _weak(v):
+        return v
+    torch = _torch_of(x)
+    return _host(v, torch).to(dtype=x.dtype).to(x.device)
+
+
+def _split(v, x):
+    """``v`` (a float64 value) as ``(hi, lo)`` in ``x``'s dtype, ``hi + lo == v`` to twice that precision (``lo`` None when not needed)."""
+    if _weak(v):
+        return v, None
+    torch = _torch_of(x)
+    t = _host(v, torch)
+    hi = t.to(x.dtype)
+    if t.dtype == x.dtype or t.device.type == "mps":
+        return hi.to(x.device), None
+    lo = (t - hi.to(t.dtype)).to(x.dtype)
+    return hi.to(x.device), lo.to(x.device)
+
+
+def _sub(x, hi, lo):
+    y = x - hi
+    return y if lo is None else y.sub_(lo)
+
+
+def _tstat(stats: Stats, m: Measure, dims: Sequence[str]):
+    """A statistic for the torch path: a torch tensor as it is, anything else as :func:`_stat` reads it."""
+    v = stats[m]
+    if is_torch(v):
+        if v.ndim and v.ndim != len(dims):
+            raise AssertionError(f"measure {m} has shape {tuple(v.shape)} for dims {dims}")
+        return v
+    return _stat(stats, m, dims)
+
+
+#: ``ensure_dtype`` targets the torch path casts to (torch's uint16/32/64 lack most kernels)
+_TORCH_DTYPES = frozenset({"bool", "uint8", "int8", "int16", "int32", "int64", "float16", "float32", "float64"})
+
+
 # ----------------------------------------------------------------------------- operations
 
 
 @dataclass
 class Op:
-    """One processing step on tensor ``tensor``."""
+    """One processing step on tensor ``tensor`` (a numpy array, or a torch tensor on any device)."""
 
     name: str
     tensor: str
@@ -102,8 +194,40 @@ class Op:
     def measures(self) -> list[Measure]:
         return []
 
-    def __call__(self, x: np.ndarray, dims: Sequence[str], stats: Stats) -> np.ndarray:  # pragma: no cover - abstract
+    def __call__(self, x, dims: Sequence[str], stats: Stats):
+        if is_torch(x):
+            return self._torch(x, dims, stats)
+        return self._numpy(x, dims, stats)
+
+    def _numpy(self, x: np.ndarray, dims: Sequence[str], stats: Stats) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def _torch(self, x, dims: Sequence[str], stats: Stats):
+        raise NotImplementedError(f"processing step '{self.name}' has no torch implementation")
+
+    def device_ok(self, device_type: str) -> bool:
+        """Whether :meth:`_torch` runs on a device of this type with the numpy path's numbers (decided once per package)."""
+        return type(self)._torch is not Op._torch
+
+    def _consts(self, x, dims, values: tuple, make: Callable[[], tuple]) -> tuple:
+        """``make()`` (device tensors) once per device, dtype, axes and statistics (compared by identity), not per batch.
+
+        Keeps the latest entry only (the statistics of the image being processed); references to
+        ``values`` are held so their identities cannot be reused by other objects.
+        """
+        axis = getattr(self, "axis", None)  # per-axis values are checked against the tensor's size along that axis
+        key = (str(x.device), x.dtype, tuple(dims), x.shape[list(dims).index(axis)] if axis in dims else None)
+        c = self.__dict__.get("_device_consts")
+        if c is not None and c[0] == key and len(c[1]) == len(values) and all(a is b for a, b in zip(c[1], values)):
+            return c[2]
+        out = make()
+        self.__dict__["_device_consts"] = (key, tuple(values), out)
+        return out
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state.pop("_device_consts", None)  # device tensors are a cache, never part of the op
+        return state
 
     @property
     def bounds(self) -> tuple[float, float] | None:
@@ -113,13 +237,32 @@ class Op:
     changes_values = True
 
 
+def runs_on_device(ops: Iterable[Op], device_type: str) -> bool:
+    """True when every op of ``ops`` runs on torch tensors of ``device_type`` (``"cuda"``, ``"mps"``, ``"cpu"``)."""
+    return all(op.device_ok(device_type) for op in ops)
+
+
 @dataclass
 class EnsureDtype(Op):
     dtype: str = "float32"
     changes_values = False
 
-    def __call__(self, x, dims, stats):
+    def _numpy(self, x, dims, stats):
         return x.astype(self.dtype, copy=False)
+
+    def _torch(self, x, dims, stats):
+        name = str(np.dtype(self.dtype))
+        if name not in _TORCH_DTYPES:
+            raise NotImplementedError(f"ensure_dtype to {name} has no torch path; run this package's processing in numpy")
+        return x.to(getattr(_torch_of(x), name))
+
+    def device_ok(self, device_type):
+        # torch's uint16/32/64 lack most kernels; MPS has no float64: those packages keep the numpy path
+        try:
+            name = str(np.dtype(self.dtype))
+        except TypeError:
+            return False
+        return name in _TORCH_DTYPES and not (device_type == "mps" and name == "float64")
 
 
 @dataclass
@@ -127,13 +270,36 @@ class Binarize(Op):
     threshold: float | list[float] = 0.5
     axis: str | None = None
 
-    def __call__(self, x, dims, stats):
+    def _numpy(self, x, dims, stats):
         t = self.threshold if self.axis is None else _along(self.threshold, self.axis, x, dims)
         return x > t
+
+    def _torch(self, x, dims, stats):
+        if not x.is_floating_point():
+            x = _tfloat(x)
+        if self.axis is None and _weak(self.threshold):
+            return x > self.threshold
+        (t,) = self._consts(x, dims, (), lambda: (self._threshold(x, dims),))
+        return x > t
+
+    def _threshold(self, x, dims):
+        if self.axis is not None:  # float32 values per entry of the axis, as numpy compares them
+            return _const(_along(self.threshold, self.axis, _np_like(x), dims), x)
+        t = np.asarray(self.threshold, np.float64)  # numpy compares float32 with these float64 values:
+        if x.dtype == _torch_of(x).float32:  # x > t  <=>  x > (the largest float32 <= t)
+            t32 = t.astype(np.float32)
+            t = np.where(t32.astype(np.float64) > t, np.nextafter(t32, np.float32(-np.inf)), t32)
+        return _const(t, x)
 
     @property
     def bounds(self):
         return (0.0, 1.0)
+
+
+def _np_like(x):
+    """An empty numpy stand-in with ``x``'s shape and float dtype, for :func:`_along`'s checks (no data is copied)."""
+    dt = np.float64 if str(x.dtype) == "torch.float64" else np.float32
+    return np.broadcast_to(np.zeros((), dt), tuple(x.shape))
 
 
 @dataclass
@@ -145,7 +311,7 @@ class Clip(Op):
     def measures(self):
         return [m for m in (self.min, self.max) if isinstance(m, Measure)]
 
-    def __call__(self, x, dims, stats):
+    def _numpy(self, x, dims, stats):
         lo, hi = self.min, self.max
         if isinstance(lo, Measure):
             lo = _stat(stats, lo, dims).astype(x.dtype if x.dtype.kind == "f" else np.float64)
@@ -155,6 +321,23 @@ class Clip(Op):
             x = np.maximum(x, lo) if isinstance(lo, np.ndarray) else np.clip(x, lo, None)
         if hi is not None:
             x = np.minimum(x, hi) if isinstance(hi, np.ndarray) else np.clip(x, None, hi)
+        return x
+
+    def _torch(self, x, dims, stats):
+        torch = _torch_of(x)
+        if any(isinstance(b, Measure) for b in (self.min, self.max)) or not x.is_floating_point():
+            x = _tfloat(x)
+        bounds = [self.min, self.max]
+        values = tuple(stats[b] for b in bounds if isinstance(b, Measure))
+
+        def make():
+            return tuple(_const(_tstat(stats, b, dims), x) if isinstance(b, Measure) else b for b in bounds)
+
+        lo, hi = self._consts(x, dims, values, make) if values else bounds
+        if lo is not None:
+            x = torch.maximum(x, lo) if isinstance(lo, torch.Tensor) else torch.clamp(x, min=lo)
+        if hi is not None:
+            x = torch.minimum(x, hi) if isinstance(hi, torch.Tensor) else torch.clamp(x, max=hi)
         return x
 
     @property
@@ -170,19 +353,39 @@ class ScaleLinear(Op):
     offset: float | list[float] = 0.0
     axis: str | None = None
 
-    def __call__(self, x, dims, stats):
+    def _scalars(self):
+        g = self.gain[0] if isinstance(self.gain, list) else self.gain
+        o = self.offset[0] if isinstance(self.offset, list) else self.offset
+        return g, o
+
+    def _numpy(self, x, dims, stats):
         if self.axis is None:
-            g = self.gain[0] if isinstance(self.gain, list) else self.gain
-            o = self.offset[0] if isinstance(self.offset, list) else self.offset
+            g, o = self._scalars()
         else:
             g, o = _along(self.gain, self.axis, x, dims), _along(self.offset, self.axis, x, dims)
         return x * g + o
 
+    def _torch(self, x, dims, stats):
+        x = _tfloat(x)
+        if self.axis is None:
+            g, o = self._scalars()
+            if _weak(g) and _weak(o):
+                return x * g + o
+            g, o = self._consts(x, dims, (), lambda: (_const(g, x), _const(o, x)))
+        else:
+            nx = _np_like(x)
+            g, o = self._consts(x, dims, (), lambda: (_const(_along(self.gain, self.axis, nx, dims), x), _const(_along(self.offset, self.axis, nx, dims), x)))
+        return (x * g).add_(o)
+
 
 @dataclass
 class Sigmoid(Op):
-    def __call__(self, x, dims, stats):
+    def _numpy(self, x, dims, stats):
         return 1.0 / (1.0 + np.exp(-x))
+
+    def _torch(self, x, dims, stats):
+        # numpy's formula, not torch.sigmoid: exp(-x) overflowing to inf gives exactly 0 in both
+        return _torch_of(x).neg(_tfloat(x)).exp_().add_(1.0).reciprocal_()
 
     @property
     def bounds(self):
@@ -193,10 +396,13 @@ class Sigmoid(Op):
 class Softmax(Op):
     axis: str = "channel"
 
-    def __call__(self, x, dims, stats):
+    def _numpy(self, x, dims, stats):
         from scipy.special import softmax
 
         return softmax(x, axis=list(dims).index(self.axis))
+
+    def _torch(self, x, dims, stats):
+        return _torch_of(x).softmax(_tfloat(x), dim=list(dims).index(self.axis))
 
     @property
     def bounds(self):
@@ -210,12 +416,27 @@ class FixedZeroMeanUnitVariance(Op):
     axis: str | None = None
     eps: float = 1e-6
 
-    def __call__(self, x, dims, stats):
+    def _numpy(self, x, dims, stats):
         if self.axis is None:
             m, s = self.mean, self.std
         else:
             m, s = _along(self.mean, self.axis, x, dims), _along(self.std, self.axis, x, dims)
         return (x - m) / (s + self.eps)
+
+    def _torch(self, x, dims, stats):
+        x = _tfloat(x)
+        if self.axis is None and _weak(self.mean) and _weak(self.std):
+            return (x - self.mean) / (self.std + self.eps)
+
+        def make():
+            if self.axis is None:  # numpy: (x - m) / (s + eps) in float64 for list values
+                m, s = np.asarray(self.mean, np.float64), np.asarray(self.std, np.float64)
+                return (*_split(m, x), _const(s + self.eps, x))
+            nx = _np_like(x)  # per-axis values in x's dtype, as numpy has them
+            return (_const(_along(self.mean, self.axis, nx, dims), x), None, _const(_along(self.std, self.axis, nx, dims) + self.eps, x))
+
+        hi, lo, den = self._consts(x, dims, (), make)
+        return _sub(x, hi, lo).div_(den)
 
 
 @dataclass
@@ -227,9 +448,20 @@ class ZeroMeanUnitVariance(Op):
     def measures(self):
         return [Measure(self.tensor, "mean", self.axes), Measure(self.tensor, "std", self.axes)]
 
-    def __call__(self, x, dims, stats):
+    def _numpy(self, x, dims, stats):
         mean, std = (_stat(stats, m, dims) for m in self.measures)
         return (x - mean) / (std + self.eps)
+
+    def _torch(self, x, dims, stats):
+        x = _tfloat(x)
+        ms = self.measures
+
+        def make():
+            mean, std = (_tstat(stats, m, dims) for m in ms)
+            return (*_split(mean, x), _const(_host(std, _torch_of(x)) + self.eps, x))
+
+        hi, lo, den = self._consts(x, dims, tuple(stats[m] for m in ms), make)
+        return _sub(x, hi, lo).div_(den)
 
 
 @dataclass
@@ -249,9 +481,23 @@ class ScaleRange(Op):
             Measure(ref, "quantile", self.axes, self.max_percentile / 100.0, method),
         ]
 
-    def __call__(self, x, dims, stats):
+    def _numpy(self, x, dims, stats):
         lo, hi = (_stat(stats, m, dims) for m in self.measures)
         return (x - lo) / (hi - lo + self.eps)
+
+    def _torch(self, x, dims, stats):
+        x = _tfloat(x)
+        ms = self.measures
+
+        def make():
+            torch = _torch_of(x)
+            lo, hi = (_tstat(stats, m, dims) for m in ms)
+            tlo, thi = _host(lo, torch), _host(hi, torch)
+            wide = torch.promote_types(tlo.dtype, thi.dtype)  # numpy's (hi - lo + eps), in the statistics' precision
+            return (*_split(tlo.to(wide), x), _const(thi.to(wide) - tlo.to(wide) + self.eps, x))
+
+        a, b, den = self._consts(x, dims, tuple(stats[m] for m in ms), make)
+        return _sub(x, a, b).div_(den)
 
 
 @dataclass
@@ -270,9 +516,22 @@ class ScaleMeanVariance(Op):
             Measure(ref, "std", self.axes),
         ]
 
-    def __call__(self, x, dims, stats):
+    def _numpy(self, x, dims, stats):
         mean, std, rmean, rstd = (_stat(stats, m, dims) for m in self.measures)
         return (x - mean) / (std + self.eps) * (rstd + self.eps) + rmean
+
+    def _torch(self, x, dims, stats):
+        x = _tfloat(x)
+        ms = self.measures
+
+        def make():
+            torch = _torch_of(x)
+            mean, std, rmean, rstd = (_tstat(stats, m, dims) for m in ms)
+            return (*_split(mean, x), _const(_host(std, torch) + self.eps, x), _const(_host(rstd, torch) + self.eps, x), *_split(rmean, x))
+
+        mh, ml, den, gain, rh, rl = self._consts(x, dims, tuple(stats[m] for m in ms), make)
+        y = _sub(x, mh, ml).div_(den).mul_(gain).add_(rh)
+        return y if rl is None else y.add_(rl)
 
 
 #: ops we implement; anything else is refused with one message
@@ -383,11 +642,11 @@ def _parse_05(name: str, kw: dict, t: str) -> Op:
     raise AssertionError(name)
 
 
-def apply_ops(ops: Iterable[Op], x: np.ndarray, dims: Sequence[str], stats: Stats) -> np.ndarray:
-    """Apply ``ops`` in order."""
+def apply_ops(ops: Iterable[Op], x, dims: Sequence[str], stats: Stats):
+    """Apply ``ops`` in order (a numpy array stays numpy; a torch tensor stays a tensor on its device)."""
     for op in ops:
         x = op(x, dims, stats)
-    return np.asarray(x)
+    return x if is_torch(x) else np.asarray(x)
 
 
 def output_bounds(ops: Sequence[Op], declared: tuple[float | None, float | None] | None = None) -> tuple[float, float] | None:
@@ -420,20 +679,58 @@ def _lerp(a, b, t, dtype=np.float64):
 
 
 def compute_stats(measures: Iterable[Measure], tensors: dict[str, tuple[np.ndarray, Sequence[str]]]) -> Stats:
-    """Measures of whole in-memory tensors (``{id: (array, dims)}``), keepdims-shaped."""
+    """Measures of whole in-memory tensors (``{id: (array, dims)}``), keepdims-shaped.
+
+    A torch tensor's measures are torch tensors on its device (see :func:`_torch_measure`).
+    """
     out: Stats = {}
     for m in set(measures):
         if m.tensor not in tensors:
             raise InputError(f"Processing needs statistics of tensor '{m.tensor}', which the package does not have", "The package is inconsistent; ask its authors")
         x, dims = tensors[m.tensor]
         ax = _reduce_axes(m, dims)
-        if m.kind == "mean":
+        if is_torch(x):
+            out[m] = _torch_measure(m, x, ax)
+        elif m.kind == "mean":
             out[m] = np.mean(x, axis=ax, dtype=np.float64, keepdims=True)
         elif m.kind == "std":
             out[m] = np.std(x, axis=ax, dtype=np.float64, keepdims=True)
         else:
             out[m] = np.quantile(np.asarray(x), m.q, axis=ax, method=m.method, keepdims=True)
     return out
+
+
+def _torch_measure(m: Measure, x, ax: tuple[int, ...]):
+    """numpy's measure of a torch tensor, on its device: moments in float64 (float32 on MPS), quantiles as
+    ``np.quantile`` computes them (sorted values, numpy's interpolation in the tensor's dtype, NaN where a group has one)."""
+    torch = _torch_of(x)
+    acc = torch.float32 if x.device.type == "mps" else torch.float64
+    if m.kind in ("mean", "std"):
+        v = x.to(acc)
+        if not ax:  # numpy reduces over no axis: the values themselves
+            return v.clone() if m.kind == "mean" else torch.zeros_like(v)
+        return v.mean(dim=ax, keepdim=True) if m.kind == "mean" else v.std(dim=ax, correction=0, keepdim=True)
+    keep = [i for i in range(x.ndim) if i not in ax]
+    shape = [1 if i in ax else x.shape[i] for i in range(x.ndim)]
+    v = x.permute(*keep, *ax).reshape(*(x.shape[i] for i in keep), -1)
+    if v.dtype == torch.bool:
+        v = v.to(torch.uint8)
+    n = v.shape[-1]
+    if n == 0:
+        return torch.full(shape, math.nan, dtype=acc if not x.is_floating_point() else x.dtype, device=x.device)
+    v = torch.sort(v, dim=-1).values
+    k0, k1, t = order_index(n, m.q, m.method)
+    a, b = v[..., k0], v[..., k1]
+    if m.method == "inverted_cdf":  # an order statistic, in the tensor's own dtype
+        r = a
+    else:  # numpy's _lerp with a Python-float weight: in the tensor's float dtype (integers: float64)
+        if not a.is_floating_point():
+            a, b = a.to(acc), b.to(acc)
+        d = b - a
+        r = b - d * (1 - t) if t >= 0.5 else a + d * t
+    if r.is_floating_point():
+        r = torch.where(torch.isnan(v[..., -1]), torch.full_like(r, math.nan), r)  # NaN sorts last: numpy gives NaN
+    return r.reshape(shape)
 
 
 def measures_of(ops: Iterable[Op]) -> list[Measure]:
