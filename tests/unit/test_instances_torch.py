@@ -293,3 +293,27 @@ def test_postprocess_device_follows_the_config_and_the_host():
     few = usable_cores() < GPU_POSTPROCESS_BELOW_CORES
     assert postprocess_device(SegmentConfig(), cuda) == ("cuda:1" if few else None)
     assert postprocess_device(SegmentConfig(), mps) is None  # MPS: not verified, numpy
+
+
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs CUDA")
+def test_on_cuda_the_labels_are_the_numpy_labels_and_faster():
+    """Run where a GPU is lent: equality on the device, and the time per 1024² block printed for the note."""
+    import time
+
+    import torch
+
+    p = _synthetic_probs(3, shape=(1024, 1024))
+    params = InstanceParams(device="cuda")
+    ref = local_instances(p[0], p[1], InstanceParams())
+    for _ in range(2):  # warm-up (kernels, allocator)
+        got = local_instances(p[0], p[1], params)
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    got = local_instances(p[0], p[1], params)
+    gpu_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    local_instances(p[0], p[1], InstanceParams())
+    cpu_s = time.perf_counter() - t0
+    print(f"1024² block: numpy {cpu_s:.3f} s, cuda {gpu_s:.3f} s")
+    np.testing.assert_array_equal(got[0], ref[0])
+    np.testing.assert_array_equal(got[1], ref[1])
