@@ -158,8 +158,8 @@ def test_imported_package_runs_by_library_name(image_level, tmp_path):
     np.testing.assert_allclose(_p(r.table), _p(ref.table), atol=1e-5)
 
 
-@pytest.mark.parametrize("post", ["softmax", "none"])
-def test_foreign_classification_package(image_level, tmp_path, post):
+@pytest.mark.parametrize("post", ["softmax", "none", "scale_then_softmax"])
+def test_foreign_classification_package(image_level, tmp_path, post, monkeypatch):
     """Without our card: image level, size from the input, classes from the output's channel names, the
     package's own preprocessing; a softmax is added when the package outputs raw scores."""
     run, pkg = image_level
@@ -172,6 +172,10 @@ def test_foreign_classification_package(image_level, tmp_path, post):
         if post == "none":
             rdf["outputs"][0]["postprocessing"] = []
             rdf["outputs"][0]["data"] = {"type": "float32"}  # raw scores: no declared range
+        if post == "scale_then_softmax":  # an op beyond softmax / sigmoid: runs in torch too, on the batch's device
+            steps = rdf["outputs"][0]["postprocessing"]
+            key = "id" if str(rdf.get("format_version", "0.5")).startswith("0.5") else "name"
+            steps.insert(0, {key: "scale_linear", "kwargs": {"gain": 1.0, "offset": 3.0}})  # softmax ignores a shift
 
     Z.edit_rdf(folder, strip)
     ours, theirs = api.load_classifier(run, device="cpu"), api.load_classifier(folder, device="cpu")
@@ -179,6 +183,15 @@ def test_foreign_classification_package(image_level, tmp_path, post):
     assert theirs.info.extra["softmax_added"] == (post == "none")
     srcs = _views()
     np.testing.assert_allclose(theirs.prepare_image(srcs[0]), ours.prepare_image(srcs[0]), atol=1e-5)  # scale_range's eps
+    if post == "scale_then_softmax":
+        import torch
+
+        assert theirs.torch_post is None  # not the softmax-only shortcut: the general torch ops
+        x = torch.from_numpy(np.stack([theirs.prepare_image(s) for s in srcs]).astype(np.float32))
+        monkeypatch.setattr(torch.Tensor, "numpy", lambda *a, **k: pytest.fail("postprocessing went to the host"))
+        y = theirs.forward(x)
+        monkeypatch.undo()
+        assert isinstance(y, torch.Tensor) and y.dtype == torch.float32
     np.testing.assert_allclose(_p(classify_images(theirs, srcs)), _p(classify_images(ours, srcs)), atol=1e-5)
     shutil.rmtree(folder)
 

@@ -213,6 +213,8 @@ class ZooClassifier:
             for kind, axis in self.torch_post:
                 y = y.softmax(axis) if kind == "softmax" else y.sigmoid()
             return y
+        if P.runs_on_device(self.post_ops, y.device.type):  # any other ops torch can run: still on the device
+            return P.apply_ops(self.post_ops, y.float(), self.out_dims, {}).float()
         yn = y.detach().float().cpu().numpy()
         yn = P.apply_ops(self.post_ops, yn, self.out_dims, {}).astype(np.float32, copy=False)
         return torch.from_numpy(np.ascontiguousarray(yn)).to(x.device)
