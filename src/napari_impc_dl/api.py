@@ -290,7 +290,7 @@ def classify(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike, *,
 # ----------------------------------------------------------------------------- data and evaluation
 
 
-def synth(kind: str, n: int, out_dir: str | os.PathLike, *, size: int | None = None, seed: int = 0, density: float = 1.0, contrast: float = 1.0, scale: float = 1.0) -> list[Path]:
+def synth(kind: str, n: int, out_dir: str | os.PathLike, *, size: int | None = None, seed: int = 0, density: float = 1.0, contrast: float = 1.0, scale: float = 1.0, **xray) -> list[Path]:
     """Write a synthetic dataset with ground truth; returns the image paths.
 
     ``nuclei``: ``images/`` + ``masks/`` (segmentation); ``shapes``: ``images/`` + ``labels/`` +
@@ -302,9 +302,13 @@ def synth(kind: str, n: int, out_dir: str | os.PathLike, *, size: int | None = N
     0 background, 1 tissue, 2 fibrosis) and ``truth.csv`` (areas and fractions, the preset's counts
     columns). ``density`` / ``contrast`` / ``scale`` move the ``chromosomes``, ``cells`` and
     ``fibrosis`` generators away from their defaults (domain-shifted test sets; for fibrosis
-    ``density`` scales the amount of fibrosis, ``contrast`` the stain).
+    ``density`` scales the amount of fibrosis, ``contrast`` the stain). ``xray`` (mouse X-ray
+    phantoms): ``images/``, ``regions/`` (class maps), ``instances/`` (a label per vertebra and rib),
+    ``truth.csv`` (IMPC parameters), ``instances.csv`` and ``classes.csv``; its own keywords
+    (``view``, ``p_abnormal``, ``exposure``, ``noise``, ``body_scale``, ``rotation_range``,
+    ``allow_cut``) go to :func:`~napari_impc_dl.synthetic.xray.write_xray_dataset`.
     """
-    defaults = {"nuclei": 256, "shapes": 256, "views": 256, "chromosomes": 768, "cells": 512, "fibrosis": 512}
+    defaults = {"nuclei": 256, "shapes": 256, "views": 256, "chromosomes": 768, "cells": 512, "fibrosis": 512, "xray": 512}
     if kind not in defaults:
         raise InputError(f"Unknown synthetic dataset '{kind}'", f"Available: {', '.join(defaults)}")
     size = defaults[kind] if size is None else size
@@ -312,6 +316,14 @@ def synth(kind: str, n: int, out_dir: str | os.PathLike, *, size: int | None = N
     if n < 1 or size < smallest:
         raise InputError(f"Need --n >= 1 and --size >= {smallest} (got n={n}, size={size})", "Increase them")
     shifted = (density, contrast, scale) != (1.0, 1.0, 1.0)
+    if kind == "xray":
+        if shifted:
+            raise InputError("--density, --contrast and --scale do not apply to xray", "Use --exposure, --noise, --body-scale or --rotation-range to shift X-ray phantoms")
+        from .synthetic.xray import write_xray_dataset
+
+        return write_xray_dataset(out_dir, n, size=size, seed=seed, **xray)
+    if xray:
+        raise InputError(f"{', '.join(sorted(xray))} apply to the xray dataset only, not '{kind}'", "Leave them out")
     if kind in ("chromosomes", "cells", "fibrosis"):
         if kind == "chromosomes":
             from .synthetic.chromosomes import write_chromosomes_dataset as write

@@ -172,9 +172,30 @@ def _int(v: str, flag: str) -> int:
         raise InputError(f"{flag} must be an integer, 'auto' or 'none' (got {v!r})") from None
 
 
+_XRAY_FLAGS = {"view": "--view", "p_abnormal": "--p-abnormal", "exposure": "--exposure", "noise": "--noise", "body_scale": "--body-scale",
+               "rotation_range": "--rotation-range", "allow_cut": "--allow-cut"}
+
+
+def _run_synth_xray(a) -> int:
+    from . import api
+
+    given = {k: getattr(a, k) for k in _XRAY_FLAGS if getattr(a, k) is not None}
+    paths = api.synth("xray", a.n, a.out, size=a.size, seed=a.seed, density=a.density, contrast=a.contrast, scale=a.scale, **given)
+    out = Path(a.out)
+    print(f"wrote {len(paths)} X-ray images to {out / 'images'}, their class maps to {out / 'regions'}, "
+          f"vertebra and rib labels to {out / 'instances'}, truth.csv, instances.csv and classes.csv")
+    return 0
+
+
 def _run_synth(a) -> int:
     from . import api
 
+    if a.kind == "xray":
+        return _run_synth_xray(a)
+    extra_flags = [flag for k, flag in _XRAY_FLAGS.items() if getattr(a, k) is not None]
+    if extra_flags:
+        verb = "applies" if len(extra_flags) == 1 else "apply"
+        raise InputError(f"{', '.join(extra_flags)} {verb} to the xray dataset only, not '{a.kind}'", "Leave them out")
     paths = api.synth(a.kind, a.n, a.out, size=a.size, seed=a.seed, density=a.density, contrast=a.contrast, scale=a.scale)
     truth = f", their masks to {Path(a.out) / 'masks'}, truth.csv and objects_truth.csv"
     extra = {
@@ -218,17 +239,26 @@ def build_parser() -> argparse.ArgumentParser:
     _add_segment(sub)
     _add_batch(sub)
     p = sub.add_parser("synth", help="write a synthetic dataset with ground truth")
-    p.add_argument("kind", choices=["nuclei", "shapes", "views", "chromosomes", "cells", "fibrosis"], help=(
+    p.add_argument("kind", choices=["nuclei", "shapes", "views", "chromosomes", "cells", "fibrosis", "xray"], help=(
         "nuclei: images/ + masks/; shapes: rods, nuclei and debris with labels/ + classes.csv; views: X-ray-like dorsoventral/ and lateral/ images; "
         "chromosomes: metaphase spreads, cells: two-channel cells with a mitosis phase (both: images/, masks/, truth.csv, objects_truth.csv); "
-        "fibrosis: H&E-like RGB tissue with class maps in masks/ (0 background, 1 tissue, 2 fibrosis) and truth.csv"))
+        "fibrosis: H&E-like RGB tissue with class maps in masks/ (0 background, 1 tissue, 2 fibrosis) and truth.csv; "
+        "xray: mouse X-ray phantoms with regions/ (class maps, classes.csv), instances/ (one label per vertebra and rib, instances.csv) "
+        "and truth.csv (sex, pose, abnormalities and the IMPC_XRY_008-017 counts)"))
     p.add_argument("--n", type=int, required=True, help="number of images")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (created if missing)")
-    p.add_argument("--size", type=int, default=None, help="image side in pixels (default 768 for chromosomes, 512 for cells and fibrosis, else 256)")
+    p.add_argument("--size", type=int, default=None, help="image side in pixels (default 768 for chromosomes, 512 for cells, fibrosis and xray, else 256)")
     p.add_argument("--seed", type=int, default=0, help="dataset seed (default 0)")
     p.add_argument("--density", type=float, default=1.0, help="chromosomes / cells / fibrosis: x the default density (tighter spreads, more cells, more fibrosis), for shifted test sets")
     p.add_argument("--contrast", type=float, default=1.0, help="chromosomes / cells / fibrosis: x the default staining contrast")
     p.add_argument("--scale", type=float, default=1.0, help="chromosomes / cells / fibrosis: x every length (magnification)")
+    p.add_argument("--view", choices=["dv", "lateral", "both"], default=None, help="xray: dorso-ventral (default), lateral, or both views of each mouse (--n mice, 2 x N images)")
+    p.add_argument("--p-abnormal", type=float, default=None, help="xray: share of mice with a skeletal abnormality (default 0.3)")
+    p.add_argument("--exposure", type=float, default=None, help="xray: x the default exposure (gain: brighter images), for shifted test sets")
+    p.add_argument("--noise", type=float, default=None, help="xray: x the default photon and read noise (0: none)")
+    p.add_argument("--body-scale", type=float, default=None, help="xray: x the default soft-tissue width (fatter or leaner mice)")
+    p.add_argument("--rotation-range", type=float, default=None, help="xray: largest rotation in degrees, 0-180 (default 180: any angle; 0: head up)")
+    p.add_argument("--allow-cut", action="store_const", const=True, default=None, help="xray: let the frame crop the skeleton too (default: skull, spine, ribs and pelvis always in view)")
     p = sub.add_parser("evaluate", help="score predicted label files against ground truth (matched by name)")
     p.add_argument("--pred", required=True, metavar="DIR_OR_CSV", help="predicted label files, a masks.csv (segment --export rle), or a predictions.csv / objects.csv with classes")
     p.add_argument("--truth", required=True, metavar="DIR_OR_CSV", help="true label files, a masks.csv, or a CSV of true classes (image[,label],class or path,class)")
