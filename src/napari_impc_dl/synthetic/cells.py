@@ -47,6 +47,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from ..errors import InputError
+from ._args import number as _number
 from .nuclei import _atomic_tif, dataset_image_seed
 
 __all__ = ["PHASES", "MITOTIC", "make_cells_image", "write_cells_dataset"]
@@ -363,16 +364,6 @@ def _weights(phase_weights) -> np.ndarray:
     if p.sum() <= 0:
         raise InputError("all phase weights are 0", "Give at least one phase a weight above 0")
     return p / p.sum()
-
-
-def _number(name: str, val, lo: float, hi: float) -> float:
-    try:
-        v = float(val)
-    except (TypeError, ValueError):
-        v = math.nan
-    if not lo < v <= hi:
-        raise InputError(f"{name} {val!r} is outside {max(lo, 0):g}..{hi:g}", "Give a number such as 1.0")
-    return v
 
 
 def _edt(m: np.ndarray, sl, H: int, W: int) -> np.ndarray:

@@ -48,6 +48,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from ..errors import InputError
+from ._args import number as _number
 from ..measure.areas import area_counts, class_areas
 from .nuclei import _atomic_tif, dataset_image_seed
 
@@ -61,17 +62,6 @@ BACKGROUND = ("background",)
 _HEMATOXYLIN = np.array([0.650, 0.704, 0.286], np.float32)
 _EOSIN = np.array([0.10, 0.86, 0.50], np.float32) / np.float32(math.hypot(0.10, 0.86, 0.50))
 _EOSIN_COLLAGEN = np.array([0.06, 0.80, 0.60], np.float32) / np.float32(math.hypot(0.06, 0.80, 0.60))
-
-
-def _number(name: str, val, lo: float, hi: float) -> float:
-    """``val`` as a float in ``(lo, hi]``, else an InputError naming ``name``."""
-    try:
-        v = float(val)
-    except (TypeError, ValueError):
-        raise InputError(f"{name} {val!r} is not a number", f"Give a {name} above {lo:g} and at most {hi:g}; 1 is the default") from None
-    if not np.isfinite(v) or not (lo < v <= hi):
-        raise InputError(f"{name} {v:g} is out of range", f"Give a {name} above {lo:g} and at most {hi:g}; 1 is the default")
-    return v
 
 
 def _lerp(n_out: int, n_in: int, step: float) -> tuple[np.ndarray, np.ndarray]:

@@ -41,6 +41,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from ..errors import InputError
+from ._args import number as _number
 from .nuclei import _atomic_tif, dataset_image_seed
 from .xray_anatomy import ABNORMALITIES, NORMAL_COUNTS, draw_anatomy
 from .xray_layout import CLASSES, CLS, layout
@@ -131,18 +132,6 @@ class XrayPhantom:
             "abnormalities": ";".join(self.abnormalities) or "none", "rotation_deg": self.rotation_deg, "flipped": self.flipped,
             "pixel_size_mm": self.pixel_size_mm, "marker": self.marker["kind"], "marker_size_mm": self.marker["size_mm"], **self.impc,
         }
-
-
-def _number(name: str, val, lo: float, hi: float, *, low_ok: bool = False) -> float:
-    """``val`` as a float in ``(lo, hi]`` (``[lo, hi]`` when ``low_ok``), else an InputError naming ``name``."""
-    what = f"{'from' if low_ok else 'above'} {lo:g} {'to' if low_ok else 'and at most'} {hi:g}"
-    try:
-        v = float(val)
-    except (TypeError, ValueError):
-        raise InputError(f"{name} {val!r} is not a number", f"Give a {name} {what}") from None
-    if not np.isfinite(v) or not ((lo <= v) if low_ok else (lo < v)) or v > hi:
-        raise InputError(f"{name} {v:g} is out of range", f"Give a {name} {what}")
-    return v
 
 
 def _check(size, seed, view, p_abnormal, exposure, noise, body_scale, rotation_range) -> tuple:
