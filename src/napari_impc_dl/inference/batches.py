@@ -26,7 +26,7 @@ import numpy as np
 
 from ..errors import CancelToken
 from .allocator import reuse_large_buffers
-from .engine import _autocast, _is_oom
+from .engine import _autocast, _is_oom, put_unless
 
 
 class Prefetch(threading.Thread):
@@ -57,12 +57,7 @@ class Prefetch(threading.Thread):
             self._put(exc)
 
     def _put(self, item) -> None:
-        while not self.stop.is_set():
-            try:
-                self.q.put(item, timeout=0.1)
-                return
-            except queue.Full:
-                continue
+        put_unless(self.q, item, self.stop.is_set)
 
     def close(self) -> None:
         self.stop.set()

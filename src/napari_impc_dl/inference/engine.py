@@ -162,12 +162,19 @@ class _Reader(threading.Thread):
             self._put(exc)
 
     def _put(self, item) -> None:
-        while not self.stop.is_set():
-            try:
-                self.q.put(item, timeout=0.1)
-                return
-            except queue.Full:
-                continue
+        put_unless(self.q, item, self.stop.is_set)
+
+
+def put_unless(q: queue.Queue, item, stopped: Callable[[], bool]) -> bool:
+    """Put ``item`` into the bounded queue ``q``, waiting for room, unless ``stopped()`` turns true first
+    (checked every 0.1 s, so a producer never blocks on a consumer that has gone). True when put."""
+    while not stopped():
+        try:
+            q.put(item, timeout=0.1)
+            return True
+        except queue.Full:
+            continue
+    return False
 
 
 def _ints(v) -> tuple[int, ...]:
@@ -440,14 +447,8 @@ class _Writer:
         if self.thread is None:
             self._write(entry)
             return
-        while True:
-            if self.error is not None:
-                raise self.error
-            try:
-                self.q.put(entry, timeout=0.1)
-                return
-            except queue.Full:
-                continue
+        if not put_unless(self.q, entry, lambda: self.error is not None):
+            raise self.error
 
     def close(self) -> None:
         """Write everything queued; raise the thread's error if it had one."""
