@@ -9,6 +9,9 @@
     train_segmentation / train_classification   a model and its reports in a folder (see training/run.py)
     load_classifier  training folder / checkpoint / Model Zoo package -> a classifier Runnable
     classify       files in, files out: predictions.csv (image level) or objects.csv + counts.csv (object level)
+    load_skeletal_models / analyse_xray / save_skeletal_tables   the same on X-rays in memory (the widgets)
+    skeletal       mouse X-rays (DICOM, TIFF, PNG) -> pose, regions, vertebrae and ribs, counts, sex, the IMPC
+                   parameter table (impc_parameters.csv, impc_summary.csv): ``segment --preset skeletal``
     synth          synthetic datasets with ground truth
     evaluate       compare predicted label files with ground truth (F1 at IoU 0.5, ...)
     demo           the main job on the bundled sample
@@ -288,6 +291,48 @@ def classify(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike, *,
 
 
 # ----------------------------------------------------------------------------- data and evaluation
+
+
+def skeletal(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike, *, metadata: str | os.PathLike | None = None, strain: str = "C57BL/6N",
+             pixel_size_mm: float | None = None, device: str = "auto", models: dict | None = None, progress: Progress | None = None,
+             cancel: CancelToken | None = None) -> dict:
+    """The mouse X-ray workflow on files (see :mod:`napari_impc_dl.skeletal.files` for what it writes).
+
+    ``models``: role -> checkpoint for any of the six models to replace (e.g. ``{"bones": "my-run/"}`` after
+    fine-tuning); the bundled starters otherwise. ``pixel_size_mm`` overrides the files' own (DICOM pixel spacing)."""
+    from .skeletal.files import run
+    from .skeletal.pipeline import SkeletalModels
+
+    if pixel_size_mm is not None and not (0 < float(pixel_size_mm) < 100):
+        raise InputError(f"Pixel size {pixel_size_mm} mm is out of range", "Give the detector's pixel size in mm, e.g. 0.05")
+    loaded = SkeletalModels.load(device=device, **(models or {}))
+    return run(inputs, out_dir, models=loaded, metadata=metadata, strain=strain, pixel_size_mm=pixel_size_mm, progress=progress, cancel=cancel)
+
+
+def load_skeletal_models(device: str = "auto", **paths):
+    """The six models of the ``skeletal`` preset (bundled, or ``role=PATH`` for fine-tuned ones), loaded once for many X-rays."""
+    from .skeletal.pipeline import SkeletalModels
+
+    return SkeletalModels.load(device=device, **paths)
+
+
+def analyse_xray(image, models=None, *, name: str = "image", specimen: str | None = None, pixel_size_mm: float | None = None,
+                 device: str = "auto", progress: Progress | None = None, cancel: CancelToken | None = None):
+    """One mouse X-ray (a path, an array such as a napari layer's data, or an ImageSource) -> a
+    :class:`~napari_impc_dl.skeletal.pipeline.SkeletalResult`: view and pose, region class map and bone labels on
+    the input's pixels, the bone table, the IMPC values with confidences, sex and the abnormal score (``flag`` set,
+    no values, when the picture cannot be oriented). ``models``: from :func:`load_skeletal_models` (loaded here when None)."""
+    from .skeletal.pipeline import analyse_xray as run
+
+    return run(image, models or load_skeletal_models(device), name=name, specimen=specimen, pixel_size_mm=pixel_size_mm, progress=progress, cancel=cancel)
+
+
+def save_skeletal_tables(results, out_dir: str | os.PathLike, *, strain: str = "C57BL/6N") -> dict:
+    """Write ``objects.csv``, ``counts.csv``, ``impc_parameters.csv`` and ``impc_summary.csv`` of results from
+    :func:`analyse_xray` (e.g. the X-rays analysed in napari) into ``out_dir``; returns the paths under ``"files"``."""
+    from .skeletal.files import write_tables
+
+    return write_tables(list(results), out_dir, strain=strain)
 
 
 def synth(kind: str, n: int, out_dir: str | os.PathLike, *, size: int | None = None, seed: int = 0, density: float = 1.0, contrast: float = 1.0, scale: float = 1.0, **xray) -> list[Path]:

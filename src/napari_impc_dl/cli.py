@@ -52,12 +52,15 @@ def _add_segment(sub) -> None:
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (created if missing)")
     _segment_options(p)
     p.add_argument("--export", nargs="+", choices=["roi", "geojson", "rle"], default=None, metavar="FORMAT", help="also write outlines and masks for other tools: roi (<stem>_rois.zip, a Fiji ROI set), geojson (<stem>.geojson, QuPath detections with classes and measurements), rle (masks.csv, run-length encoded as the Data Science Bowl)")
+    p.add_argument("--metadata", default=None, metavar="CSV", help="--preset skeletal: a CSV joined by file name (column file; specimen groups the views of one mouse; other columns, e.g. sex, genotype, go into the summary)")
+    p.add_argument("--strain", default="C57BL/6N", help="--preset skeletal: the reference strain the counts are called against (default C57BL/6N)")
+    p.add_argument("--pixel-size-mm", dest="pixel_size_mm", type=float, default=None, metavar="MM", help="--preset skeletal: the detector's pixel size in mm (default: the DICOM's pixel spacing; measurements in mm need it)")
 
 
 def _segment_options(p) -> None:
     """The model, tiling, device and postprocessing options of ``segment`` (``batch`` has them too)."""
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--preset", default=None, help="bundled workflow: nuclei (default), chromosomes (segment + classify + count per spread), cells (segment + mitosis phase per cell)")
+    g.add_argument("--preset", default=None, help="bundled workflow: nuclei (default), chromosomes (segment + classify + count per spread), cells (segment + mitosis phase per cell), fibrosis (class per pixel), skeletal (mouse X-rays: orientation, vertebrae and ribs counted, sex, the IMPC table)")
     g.add_argument("--model", default=None, metavar="PATH_OR_NAME", help="a checkpoint (.safetensors), a BioImage Model Zoo package (zip, folder, rdf.yaml) or a model name from `zoo list`")
     p.add_argument("--tile", type=int, default=None, help="tile side in pixels (default: the model's, fitted to the image)")
     p.add_argument("--halo", type=int, default=None, help="context pixels per tile side (default: the model's)")
@@ -90,9 +93,29 @@ def _segment_config(a):
     )
 
 
+def _run_skeletal(a) -> int:
+    from . import api
+
+    t0 = time.perf_counter()
+    rep = api.skeletal(a.inputs, a.out, metadata=a.metadata, strain=a.strain, pixel_size_mm=a.pixel_size_mm, device=a.device, progress=_Progress())
+    for row in rep["counts"]:
+        if row["flag"]:
+            print(f"{row['image']}: {row['flag']}")
+            continue
+        ribs = f"ribs L{row['n_ribs_left']} R{row['n_ribs_right']}, " if row["n_ribs_left"] is not None else ""
+        print(f"{row['image']}: {row['view']}, {row['sex']}, {ribs}vertebrae C{row['n_cervical']} T{row['n_thoracic']} L{row['n_lumbar']} "
+              f"S{row['n_sacral']} Ca{row['n_caudal']}; abnormal score {row['abnormal_score']:.2f}")
+    for k in ("impc", "summary", "counts", "objects"):
+        print(f"{k}: {rep['files'][k]}")
+    print(f"{len(rep['counts'])} X-ray(s), {time.perf_counter() - t0:.1f} s")
+    return 0
+
+
 def _run_segment(a) -> int:
     from . import api
 
+    if str(a.preset or a.model or "").strip().lower() == "skeletal":
+        return _run_skeletal(a)
     cfg = _segment_config(a)
     t0 = time.perf_counter()
     model = a.model or a.preset

@@ -27,7 +27,7 @@ import numpy as np
 from ..errors import InputError
 
 #: Suffixes we open, longest first (matched case-insensitively at the end of the file name).
-SUFFIXES = (".ome.tiff", ".ome.tif", ".ome.zarr", ".tiff", ".tif", ".svs", ".ndpi", ".zarr", ".png", ".jpg", ".jpeg", ".bmp", ".npy")
+SUFFIXES = (".ome.tiff", ".ome.tif", ".ome.zarr", ".tiff", ".tif", ".svs", ".ndpi", ".zarr", ".png", ".jpg", ".jpeg", ".bmp", ".npy", ".dcm", ".dicom")
 
 #: TIFF series below this size may be read into memory when tifffile cannot serve them lazily.
 EAGER_TIFF_BYTES = 256 * 2**20
@@ -81,10 +81,24 @@ def open_by_suffix(path: Path, label: str, *, level: int | None = None, pixel_si
         return open_npy(path, label)
     if name.endswith((".png", ".jpg", ".jpeg", ".bmp")):
         return open_picture(path, label)
+    from ._dicom import looks_like_dicom
+
+    if looks_like_dicom(path):
+        return open_dicom(path, label)
     raise InputError(
         f"{label} has an unsupported file type '{path.suffix or path.name}'",
         f"Convert it to one of: {', '.join(SUFFIXES)}",
     )
+
+
+def open_dicom(path: Path, label: str) -> Opened:
+    """A DICOM radiograph, read whole (X-rays are small); its pixel spacing as a one-level ``slide`` (microns)."""
+    from ._dicom import read_dicom
+
+    arr, mm = read_dicom(path, label)
+    axes = "YX" if arr.ndim == 2 else "ZYX" if arr.ndim == 3 and arr.shape[-1] not in (3, 4) else None
+    slide = {"level": 0, "n_levels": 1, "downsample": 1.0, "pixel_size_um": round(mm * 1000.0, 6)} if mm else None
+    return Opened(arr, axes, _nothing, slide)
 
 
 # --------------------------------------------------------------------------- TIFF

@@ -311,14 +311,16 @@ def make_xray_phantom(
 
 def write_xray_dataset(
     out_dir, n: int, *, size: int = 512, seed: int = 0, view: str = "dv", p_abnormal: float = 0.3, exposure: float = 1.0,
-    noise: float = 1.0, body_scale: float = 1.0, rotation_range: float = 180.0, allow_cut: bool = False, progress=None,
+    noise: float = 1.0, body_scale: float = 1.0, rotation_range: float = 180.0, allow_cut: bool = False, abnormalities=None, progress=None,
 ) -> list[pathlib.Path]:
     """Write ``n`` mice (``view`` "dv", "lateral" or "both": both views of each mouse); returns the image paths.
 
     ``images/xray_<seed>_<i:04d>_<view>.tif`` (uint16), ``regions/`` (uint8 class maps, same names),
     ``instances/`` (uint16 labels), ``truth.csv`` (:data:`TRUTH_COLUMNS`, one row per image),
     ``instances.csv`` (:data:`INSTANCE_COLUMNS`, one row per vertebra and rib of every image) and
-    ``classes.csv`` (value, name of each region class). The other arguments as :func:`make_xray_phantom`.
+    ``classes.csv`` (value, name of each region class). ``abnormalities``: every mouse gets exactly these
+    (names of :data:`ABNORMALITIES`; e.g. a set of rare kinds to train a classifier on). The other
+    arguments as :func:`make_xray_phantom`.
     """
     import pandas as pd
 
@@ -341,7 +343,8 @@ def write_xray_dataset(
     except OSError as exc:
         raise InputError(f"cannot write to {out} ({exc.strerror or exc})", "Choose a folder you can write to") from exc
     rows, tables, paths = [], [], []
-    kw = dict(p_abnormal=p_abnormal, exposure=exposure, noise=noise, body_scale=body_scale, rotation_range=rotation_range, allow_cut=allow_cut)
+    kw = dict(p_abnormal=p_abnormal, exposure=exposure, noise=noise, body_scale=body_scale, rotation_range=rotation_range, allow_cut=allow_cut,
+              abnormalities=None if abnormalities is None else list(abnormalities))
     for i in range(n):
         specimen = f"xray_{seed}_{i:04d}"
         for v in views:

@@ -172,6 +172,30 @@ def _shaped(pts: np.ndarray, kind: str, rng) -> np.ndarray:
     return pts + off[:, None] * nrm
 
 
+def _organs(an: Anatomy, sp, sh: _Shared, fT: int, fL: int, iS: int, dv: bool) -> list:
+    """The heart (denser than the rest of the soft tissue, on the mouse's left in the thorax), the gas of the
+    stomach (darker, left of the first lumbar vertebra) and, in males, the os penis (baculum: a small rod of bone
+    behind the pelvic symphysis). The first two tell left from right on a dorso-ventral view, the third tells a
+    male; all three are ``soft_tissue`` in the region map (they are not counted)."""
+    sk = an.skel
+    p4, u4 = sp.frame(fT + 4)
+    pL, uL = sp.frame(fL)
+    pS, uS = sp.frame(iS)
+    hdT = sh.verts[fT + 4][4]
+    if dv:
+        heart = Blob(local(p4, u4, 0.0, LEFT * 0.28 * sh.H)[0], 0.48 * sh.H, 0.38 * sh.H, u=turn(u4, LEFT * 0.5), depth=0.45 * sh.H)
+        gas = Blob(local(pL, uL, 1.0 * sk, LEFT * 0.42 * sh.H)[0], 0.3 * sh.H, 0.22 * sh.H, u=uL, depth=0.2 * sh.H)
+        bac = Tube(local(pS, uS, np.array([14.8, 19.6]) * sk, np.array([0.0, 0.3]) * sk), np.array([0.42, 0.3]) * sk)
+    else:
+        heart = Blob(local(p4, u4, 0.0, -(hdT + 0.5 * sh.D))[0], 0.34 * sh.D, 0.3 * sh.D, u=turn(u4, 0.4), depth=0.5 * sh.H)
+        gas = Blob(local(pL, uL, 1.0 * sk, -(hdT + 0.45 * sh.D))[0], 0.22 * sh.D, 0.16 * sh.D, u=uL, depth=0.25 * sh.H)
+        bac = Tube(local(pS, uS, np.array([14.2, 18.8]) * sk, np.array([-4.2, -5.0]) * sk), np.array([0.42, 0.3]) * sk)
+    organs = [Bone(heart, CLS["soft_tissue"], 0, 0.06), Bone(gas, CLS["soft_tissue"], 0, -0.08)]
+    if an.sex == "male":
+        organs.append(Bone(bac, CLS["soft_tissue"], 0, 1.1))
+    return organs
+
+
 def layout(an: Anatomy, view: str, body_scale: float = 1.0) -> Scene:
     """The scene of mouse ``an`` in ``view`` ("dv" or "lateral"), with instance labels and table rows."""
     sh = _shared(an)
@@ -325,8 +349,11 @@ def layout(an: Anatomy, view: str, body_scale: float = 1.0) -> Scene:
     sc.soft += lb_soft
     limb_bones = [Bone(s, CLS["limbs"], 0, d) for s, d in lb_parts]
 
-    # --- painting order: limbs, pelvis, skull, ribs (far side first), vertebrae (they own shared pixels)
-    sc.bones = limb_bones + pelvis_bones + skull_bones
+    # --- soft-tissue landmarks that tell the mouse's sides and its sex, as on real radiographs
+    organs = _organs(an, sp, sh, fT, fL, iS, dv)
+
+    # --- painting order: organs, limbs, pelvis, skull, ribs (far side first), vertebrae (they own shared pixels)
+    sc.bones = organs + limb_bones + pelvis_bones + skull_bones
     order = sorted(ribs, key=lambda key: (0 if key[0] == RIGHT else 1, key[1])) if not dv else sorted(ribs, key=lambda key: (key[1], key[0]))
     for key in order:
         sc.bones += ribs[key]

@@ -1,0 +1,153 @@
+"""Vertebrae and ribs found as instances -> what each is (region, side) -> the counts IMPC asks for.
+
+The bones model gives a label per bone; the regions model a probability per class and pixel. Here:
+
+1. :func:`bone_table`: each instance's mean class probabilities decide whether it is a vertebra, a rib
+   or neither (a limb or skull piece the bones model picked up: dropped), with ``p_kind`` its share;
+2. :func:`spine_regions`: the vertebrae are chained from the skull along the spine (each to its
+   nearest unvisited neighbour) and given regions by the most probable **ordered** assignment
+   (cervical, thoracic, lumbar, sacral, caudal never go backwards along the chain: a Viterbi pass
+   over the per-vertebra probabilities), so one vertebra read wrongly in the middle of a region
+   cannot add a region boundary;
+3. :func:`rib_sides`: on a dorso-ventral view each rib's side is where it lies, in the standard view,
+   relative to the nearest vertebra (the mouse's left on the image's left); a lateral view shows
+   both sides on top of each other, so its ribs get no side;
+4. :func:`counts`: the numbers and a confidence for each (the least sure of the bones that make
+   it up), keyed as :data:`~napari_impc_dl.synthetic.xray_anatomy.COUNT_KEYS`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..synthetic.xray_anatomy import REGIONS
+from ..synthetic.xray_layout import CLS
+from .pose import Pose
+
+VERTEBRA_CLASSES = [CLS[r] for r in REGIONS]
+RIB_CLASS = CLS["ribs"]
+MIN_BONE_SHARE = 0.5
+"""An instance whose pixels are on average less sure than this of being a vertebra or a rib is dropped."""
+
+
+def bone_table(instances: np.ndarray, probs: np.ndarray):
+    """One row per instance: ``label, area, centroid_y, centroid_x, kind (vertebra / rib), region, p_kind``
+    and ``p_<region>`` (the vertebra regions' shares), from ``probs`` ``(K, H, W)`` (uint8 ``p * 255`` or float)."""
+    import pandas as pd
+
+    lab = np.asarray(instances).ravel().astype(np.int64)
+    n = int(lab.max()) if lab.size else 0
+    area = np.bincount(lab, minlength=n + 1).astype(np.float64)
+    H, W = instances.shape
+    yy, xx = np.indices((H, W))
+    cy = np.bincount(lab, yy.ravel(), minlength=n + 1) / np.maximum(area, 1)
+    cx = np.bincount(lab, xx.ravel(), minlength=n + 1) / np.maximum(area, 1)
+    scale = 255.0 if np.asarray(probs).dtype == np.uint8 else 1.0
+    mean = np.stack([np.bincount(lab, np.asarray(probs[k], np.float64).ravel(), minlength=n + 1) for k in range(probs.shape[0])], 1)
+    mean = mean / np.maximum(area, 1)[:, None] / scale
+    rows = []
+    for i in range(1, n + 1):
+        if area[i] == 0:
+            continue
+        v = mean[i, VERTEBRA_CLASSES]
+        r = mean[i, RIB_CLASS]
+        kind = "rib" if r > v.sum() else "vertebra"
+        p_kind = float(r if kind == "rib" else v.sum())
+        if p_kind < MIN_BONE_SHARE:
+            continue
+        share = v / max(v.sum(), 1e-9)
+        rows.append({"label": i, "area": int(area[i]), "centroid_y": float(cy[i]), "centroid_x": float(cx[i]), "kind": kind,
+                     "region": "ribs" if kind == "rib" else REGIONS[int(share.argmax())], "p_kind": round(p_kind, 4),
+                     **{f"p_{reg}": round(float(s), 4) for reg, s in zip(REGIONS, share)}})
+    cols = ["label", "area", "centroid_y", "centroid_x", "kind", "region", "p_kind", *(f"p_{r}" for r in REGIONS)]
+    return pd.DataFrame(rows, columns=cols)
+
+
+def chain(points: np.ndarray, start: np.ndarray) -> list[int]:
+    """Indices of ``points`` ``(n, 2)`` in chain order: from the one nearest ``start``, each time the nearest unvisited one."""
+    n = len(points)
+    if n == 0:
+        return []
+    left = set(range(n))
+    cur = int(np.argmin(np.hypot(*(points - start).T)))
+    order = [cur]
+    left.discard(cur)
+    while left:
+        rest = np.fromiter(left, int)
+        cur = int(rest[np.argmin(np.hypot(*(points[rest] - points[cur]).T))])
+        order.append(cur)
+        left.discard(cur)
+    return order
+
+
+def ordered_regions(p: np.ndarray) -> np.ndarray:
+    """The most probable region per vertebra ``(n, 5)`` probabilities in chain order, regions never going backwards."""
+    n, R = p.shape
+    if n == 0:
+        return np.zeros(0, int)
+    cost = -np.log(np.clip(p, 1e-6, 1.0))
+    acc = np.zeros((n, R))
+    back = np.zeros((n, R), int)
+    acc[0] = cost[0]
+    for i in range(1, n):
+        best = np.minimum.accumulate(acc[i - 1])  # best over regions <= r
+        arg = np.array([int(np.argmin(acc[i - 1][: r + 1])) for r in range(R)])
+        acc[i] = best + cost[i]
+        back[i] = arg
+    out = np.zeros(n, int)
+    out[-1] = int(np.argmin(acc[-1]))
+    for i in range(n - 1, 0, -1):
+        out[i - 1] = back[i, out[i]]
+    return out
+
+
+def spine_regions(table, head_yx) -> None:
+    """Set ``region`` (ordered, see the module docstring), ``p_region`` and ``spine_index`` (1 = next to the
+    skull) of the vertebra rows of ``table`` in place."""
+    vert = table.index[table["kind"] == "vertebra"]
+    table["spine_index"] = 0
+    table["p_region"] = table["p_kind"].astype(float)
+    if not len(vert):
+        return
+    pts = table.loc[vert, ["centroid_y", "centroid_x"]].to_numpy(float)
+    order = chain(pts, np.asarray(head_yx, float))
+    idx = vert[order]
+    p = table.loc[idx, [f"p_{r}" for r in REGIONS]].to_numpy(float)
+    reg = ordered_regions(p)
+    table.loc[idx, "region"] = [REGIONS[r] for r in reg]
+    table.loc[idx, "p_region"] = np.round(p[np.arange(len(reg)), reg], 4)
+    table.loc[idx, "spine_index"] = np.arange(1, len(idx) + 1)
+
+
+def rib_sides(table, pose: Pose, view: str) -> None:
+    """Set ``side`` (left / right, the mouse's own; empty on a lateral view) of the rib rows of ``table`` in place."""
+    table["side"] = ""
+    ribs = table.index[table["kind"] == "rib"]
+    verts = table.index[table["kind"] == "vertebra"]
+    if view != "dv" or not len(ribs) or not len(verts):
+        return
+    rq = pose.to_standard(table.loc[ribs, ["centroid_y", "centroid_x"]].to_numpy(float))
+    vq = pose.to_standard(table.loc[verts, ["centroid_y", "centroid_x"]].to_numpy(float))
+    near = np.argmin(np.abs(rq[:, None, 0] - vq[None, :, 0]) + 0.25 * np.abs(rq[:, None, 1] - vq[None, :, 1]), axis=1)
+    table.loc[ribs, "side"] = np.where(rq[:, 1] < vq[near, 1], "left", "right")
+
+
+def counts(table, view: str) -> tuple[dict, dict]:
+    """``(counts, confidence)`` keyed by cervical, thoracic, lumbar, sacral, caudal, ribs_left, ribs_right
+    (ribs: None on a lateral view, whose two sides overlap)."""
+    n, conf = {}, {}
+    v = table[table["kind"] == "vertebra"]
+    for r in REGIONS:
+        sel = v[v["region"] == r]
+        n[r] = int(len(sel))
+        conf[r] = round(float(sel["p_region" if "p_region" in sel else "p_kind"].min()) if len(sel) else 0.0, 4)
+    ribs = table[table["kind"] == "rib"]
+    for side in ("left", "right"):
+        key = f"ribs_{side}"
+        if view != "dv":
+            n[key], conf[key] = None, 0.0
+            continue
+        sel = ribs[ribs["side"] == side]
+        n[key] = int(len(sel))
+        conf[key] = round(float(sel["p_kind"].min()) if len(sel) else 0.0, 4)
+    return n, conf
