@@ -21,6 +21,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from napari_impc_dl.models.checkpoint import read_card  # noqa: E402
 from napari_impc_dl.presets import PRESETS  # noqa: E402
+from napari_impc_dl.skeletal.models import ROLES, model_path  # noqa: E402
 
 OUT = ROOT / "docs/models.md"
 FIGURES = ROOT / "docs/model_figures.json"
@@ -34,6 +35,16 @@ yours (user guide: *Teach it your objects*, and the fine-tuning steps of each pr
 This page is generated from the checkpoints' own cards by `scripts/make_model_cards.py`; a test
 keeps it in sync.
 """
+
+
+SKELETAL = (
+    "Mouse X-rays, dorso-ventral or lateral (`segment --preset skeletal`): six models. The regions U-Net gives a class per "
+    "pixel at any orientation, from which the head direction is read; the view classifier says dorso-ventral or lateral and "
+    "whether the picture is mirrored; the bones U-Net finds each vertebra and rib, which the regions name (spine regions kept in "
+    "order, rib sides in the standard view); the ribs and pelvis classifiers call misshapen or fused ribs and an asymmetric or "
+    "malformed pelvis; the sex classifier reads the standard view. Output: counts per IMPC parameter with a confidence each, "
+    "`impc_parameters.csv` and `impc_summary.csv` (user guide: *Counting ribs and vertebrae on mouse X-rays*)."
+)
 
 
 def _fmt(v) -> str:
@@ -77,6 +88,10 @@ def render() -> str:
         parts.append(card_md(p.model_path, name, "semantic segmentation" if read_card(p.model_path).task == "semantic" else "segmentation", figures))
         if p.classifier_path is not None:
             parts.append(card_md(p.classifier_path, name, "object classifier", figures))
+    parts.append(f"## `skeletal`\n\n{SKELETAL}\n")
+    for role in ROLES:
+        what = {"regions": "semantic segmentation", "bones": "segmentation"}.get(role, f"{role} classifier")
+        parts.append(card_md(model_path(role), "skeletal", what, figures))
     return "\n".join(parts)
 
 

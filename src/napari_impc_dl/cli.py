@@ -54,6 +54,7 @@ def _add_segment(sub) -> None:
     p.add_argument("--export", nargs="+", choices=["roi", "geojson", "rle"], default=None, metavar="FORMAT", help="also write outlines and masks for other tools: roi (<stem>_rois.zip, a Fiji ROI set), geojson (<stem>.geojson, QuPath detections with classes and measurements), rle (masks.csv, run-length encoded as the Data Science Bowl)")
     p.add_argument("--metadata", default=None, metavar="CSV", help="--preset skeletal: a CSV joined by file name (column file; specimen groups the views of one mouse; other columns, e.g. sex, genotype, go into the summary)")
     p.add_argument("--strain", default="C57BL/6N", help="--preset skeletal: the reference strain the counts are called against (default C57BL/6N)")
+    p.add_argument("--skeletal-models", nargs="+", default=None, metavar="ROLE=PATH", help="--preset skeletal: fine-tuned models to use instead of the bundled ones (roles: regions, bones, view, sex, ribs, pelvis), e.g. regions=my-regions/")
     p.add_argument("--pixel-size-mm", dest="pixel_size_mm", type=float, default=None, metavar="MM", help="--preset skeletal: the detector's pixel size in mm (default: the DICOM's pixel spacing; measurements in mm need it)")
 
 
@@ -97,7 +98,16 @@ def _run_skeletal(a) -> int:
     from . import api
 
     t0 = time.perf_counter()
-    rep = api.skeletal(a.inputs, a.out, metadata=a.metadata, strain=a.strain, pixel_size_mm=a.pixel_size_mm, device=a.device, progress=_Progress())
+    models = {}
+    for item in a.skeletal_models or ():
+        role, sep, path = item.partition("=")
+        if not sep or not path:
+            from .errors import InputError
+
+            raise InputError(f"--skeletal-models {item!r} is not ROLE=PATH", "Write e.g. --skeletal-models regions=my-regions/ bones=my-bones/")
+        models[role.strip()] = path.strip()
+    rep = api.skeletal(a.inputs, a.out, metadata=a.metadata, strain=a.strain, pixel_size_mm=a.pixel_size_mm, device=a.device, models=models,
+                       progress=_Progress())
     for row in rep["counts"]:
         if row["flag"]:
             print(f"{row['image']}: {row['flag']}")

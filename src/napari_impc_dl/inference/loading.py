@@ -25,6 +25,11 @@ def load_model(model: str | os.PathLike | None = None, *, device: str = "auto", 
     if hasattr(model, "forward") and hasattr(model, "info"):
         return model
     ref = "nuclei" if model is None else model
+    if isinstance(ref, str) and ref.strip().lower() == "skeletal" and not Path(ref).exists():
+        raise InputError(
+            "'skeletal' is a workflow of six models (mouse X-rays), not one segmentation model",
+            "Run it with `napari-impc-dl segment XRAYS... --preset skeletal --out DIR`, api.skeletal(...), or the Segment widget's 'skeletal' entry",
+        )
     if isinstance(ref, str) and ref.strip().lower() in PRESETS:
         path = preset_path(ref)
     else:

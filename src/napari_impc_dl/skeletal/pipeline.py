@@ -32,7 +32,7 @@ from ..synthetic.xray_layout import CLASSES, CLS
 from . import counting, impc
 from .models import ROLES, model_path
 from .pose import Pose, estimate_pose, standard_view
-from .prepare import CROP
+from .prepare import CROP, pelvis_object
 
 SHAPE_THRESHOLD = 0.5
 """A rib (the pelvis) is called abnormal when its classifier's probability of an abnormal class passes this."""
@@ -204,7 +204,7 @@ def analyse_xray(image, models: SkeletalModels, *, name: str = "image", specimen
     p_fus = float(rt["p_fused"].max()) if len(rt) else 0.0
     if len(rt):
         table = table.merge(rt[["label", "class", "p_misshapen", "p_fused"]].rename(columns={"class": "shape"}), on="label", how="left")
-    pelvis = (regions == CLS["pelvis"]).astype(np.int32)
+    pelvis = pelvis_object(regions).astype(np.int32)
     if pelvis.any():
         pt = classify_objects(models.pelvis, source, pelvis)
         p_pel = 1.0 - float(pt["p_normal"].iloc[0])

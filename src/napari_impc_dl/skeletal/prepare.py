@@ -9,7 +9,7 @@
 * ``sex/`` + ``sex.csv``: the standard view (head up, un-mirrored); class ``female`` / ``male``;
 * ``ribs.csv`` (image, label, class) over ``instances/``: ``normal``, ``misshapen`` (kinked or wavy) or
   ``fused`` (joined to a neighbour) per rib;
-* ``pelvis/`` (label 1 = the pelvis's pixels) + ``pelvis.csv``: ``normal``, ``asymmetric`` or ``malformed``.
+* ``pelvis/`` (label 1 = the convex hull of the pelvis's pixels, :func:`pelvis_object`) + ``pelvis.csv``: ``normal``, ``asymmetric`` or ``malformed``.
 
 The crops are the same :func:`~.pose.standard_view` the pipeline feeds the classifiers, so training
 and use see the same pictures. The same folder layout, made from a centre's own annotated X-rays
@@ -43,6 +43,21 @@ def pelvis_class(abnormalities: str) -> str:
     return "malformed" if "pelvis_malformed" in names else "asymmetric" if "pelvis_asymmetric" in names else "normal"
 
 
+def pelvis_object(regions: np.ndarray) -> np.ndarray:
+    """The pelvis as one object for its classifier: label 1 on the convex hull of the pelvis's pixels (its two
+    hip bones and rings are separate pieces on the picture), 0 elsewhere; all 0 without pelvis pixels."""
+    from skimage.morphology import convex_hull_image
+
+    mask = regions == CLS["pelvis"]
+    if mask.sum() < 3:
+        return np.zeros(regions.shape, np.uint8)
+    ys, xs = np.nonzero(mask)
+    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+    out = np.zeros(regions.shape, np.uint8)
+    out[y0:y1, x0:x1] = convex_hull_image(mask[y0:y1, x0:x1]).astype(np.uint8)
+    return out
+
+
 def classifier_data(folder, *, size: int = CROP) -> dict:
     """Write the classifiers' data into ``folder`` (see the module docstring); returns rows per table."""
     import pandas as pd
@@ -68,7 +83,7 @@ def classifier_data(folder, *, size: int = CROP) -> dict:
         std = standard_view(image, Pose(pose.rotation_deg, flipped, pose.center_yx), regions, size)
         tifffile.imwrite(d / "sex" / f"{stem}.tif", std.astype(np.float32))
         sex_rows.append({"path": f"sex/{stem}.tif", "class": row.sex})
-        pelvis = (regions == CLS["pelvis"]).astype(np.uint8)
+        pelvis = pelvis_object(regions)
         tifffile.imwrite(d / "pelvis" / f"{stem}.tif", pelvis, compression="zlib")
         if pelvis.any():
             pelvis_rows.append({"image": stem, "label": 1, "class": pelvis_class(row.abnormalities)})
