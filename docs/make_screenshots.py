@@ -16,12 +16,14 @@ Writes (PNG):
 - ``chromosomes.png`` the ``chromosomes`` preset on its sample spread: coloured by class, counted;
 - ``cells.png``     the ``cells`` preset on its sample: cells coloured by mitosis phase, counts and mitotic index.
 - ``fibrosis.png``  the ``fibrosis`` preset on its sample tissue: the class map over the image, the fractions.
+- ``skeletal.png``  the ``skeletal`` workflow on the dorso-ventral X-ray sample: regions and bones (coloured by
+  spine region), the view, pose, sex and every IMPC count with its confidence.
 - ``zoo-open.png``, ``zoo-card.png``, ``zoo-run.png``, ``zoo-library.png``, ``zoo-export.png``, ``zoo-trust.png``
   the Model Zoo widget: its Package menu; the card of a package zip dropped on napari (our bundled ``nuclei``
   model, exported into a temporary folder: no network); that package run on the sample; added to the library;
   a model exported through the form; the trust box of a package that builds its network with its own code.
 
-``--only segment``, ``--only teach``, ``--only presets``, ``--only fibrosis`` or ``--only zoo`` makes one part.
+``--only segment``, ``--only teach``, ``--only presets``, ``--only fibrosis``, ``--only skeletal`` or ``--only zoo`` makes one part.
 
 Runs on Qt 6 (the PyQt6 of `make setup`; on PyQt5 napari shows a deprecation toast, so it stops), and stops
 if a napari notification is on screen when a picture is taken. Takes a minute or two on a laptop CPU. The guide
@@ -89,7 +91,7 @@ def _grab_screen(window):
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default=str(Path(__file__).parent / "images"))
-    ap.add_argument("--only", choices=["all", "segment", "teach", "presets", "fibrosis", "zoo"], default="all")
+    ap.add_argument("--only", choices=["all", "segment", "teach", "presets", "fibrosis", "skeletal", "zoo"], default="all")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -118,7 +120,9 @@ def main() -> None:
         _presets(napari, out, narrow_docks)
     if args.only in ("all", "presets", "fibrosis"):
         _fibrosis(napari, out, narrow_docks)
-    if args.only in ("presets", "fibrosis"):
+    if args.only in ("all", "skeletal"):
+        _skeletal(napari, out, narrow_docks)
+    if args.only in ("presets", "fibrosis", "skeletal"):
         return
     if args.only in ("all", "teach"):
         _teach(napari, out, narrow_docks)
@@ -251,6 +255,32 @@ def _fibrosis(napari, out: Path, narrow_docks) -> None:
     viewer.layers.selection.active = labels
     _settle(app, 1.0)
     _save(viewer.screenshot(canvas_only=False, flash=False), out / "fibrosis.png")
+    viewer.close()
+
+
+def _skeletal(napari, out: Path, narrow_docks) -> None:
+    """The skeletal section: the DV X-ray sample's regions and bones (coloured by spine region) and the summary."""
+    from qtpy.QtWidgets import QApplication
+
+    viewer = napari.Viewer(show=True, title="napari-impc-dl")
+    app = QApplication.instance()
+    viewer.window._qt_window.move(0, 0)
+    viewer.window.resize(1600, 1000)
+    viewer.open_sample(PLUGIN, "xray_dv")
+    _, seg = viewer.window.add_plugin_dock_widget(PLUGIN, "Segment")
+    seg.image_combo.setCurrentText("sample_xray_dv")
+    seg.set_model("skeletal")
+    narrow_docks(viewer)
+    seg.run_button.click()
+    _wait(app, lambda: not seg.running, status=seg.status)
+    bones = viewer.layers["sample_xray_dv bones"]
+    viewer.layers.selection.active = bones
+    ys, xs = (bones.data > 0).nonzero()
+    if ys.size:  # the skeleton fills the canvas
+        viewer.camera.center = ((ys.min() + ys.max()) / 2, (xs.min() + xs.max()) / 2)
+        viewer.camera.zoom = 0.85 * min(viewer.canvas.size[0] / max(1, ys.max() - ys.min()), viewer.canvas.size[1] / max(1, xs.max() - xs.min()))
+    _settle(app, 1.0)
+    _save(viewer.screenshot(canvas_only=False, flash=False), out / "skeletal.png")
     viewer.close()
 
 

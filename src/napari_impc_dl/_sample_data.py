@@ -11,6 +11,9 @@
   samples of the ``chromosomes``, ``cells`` and ``fibrosis`` presets (1024 x 1024, made by ``scripts/train_preset_models.py`` from seeds never
   trained on), with their ground truth (labels with each object's true class, hidden) and the
   true counts in the layer's metadata.
+- **Mouse X-ray, dorso-ventral / lateral (phantom)**: the bundled synthetic radiographs of the
+  ``skeletal`` workflow (Segment > skeletal), with a label per vertebra and rib as ground truth (hidden)
+  and the true IMPC counts in that layer's metadata.
 
 This module imports neither napari nor Qt.
 """
@@ -128,3 +131,32 @@ def fibrosis() -> list[tuple]:
     """The ``fibrosis`` preset's sample: one synthetic H&E-like tissue tile (RGB) and its true class map
     (background / tissue / fibrosis, hidden), the true areas and fractions in its metadata."""
     return _preset_sample("fibrosis")
+
+
+def _xray_sample(view: str) -> list[tuple]:
+    """The bundled phantom X-ray of one view, and its true bone labels (hidden) with the true counts in their metadata."""
+    import pandas as pd
+    import tifffile
+
+    from .presets import DATA
+
+    stem = f"sample_xray_{view}"
+    image = DATA / f"{stem}.tif"
+    if not image.is_file():
+        raise InputError(f"The bundled X-ray sample is missing from the installation ({image})", "Reinstall napari-impc-dl")
+    layers: list[tuple] = [(tifffile.imread(image), {"name": stem, "colormap": "gray"}, "image")]
+    labels, truth = DATA / f"{stem}_labels.tif", DATA / f"{stem}_truth.csv"
+    if labels.is_file():
+        meta = {"truth": pd.read_csv(truth).iloc[0].to_dict()} if truth.is_file() else {}
+        layers.append((tifffile.imread(labels), {"name": f"{stem} ground truth", "visible": False, "metadata": meta}, "labels"))
+    return layers
+
+
+def xray_dv() -> list[tuple]:
+    """A synthetic mouse X-ray, dorso-ventral view (the ``skeletal`` workflow), and its truth."""
+    return _xray_sample("dv")
+
+
+def xray_lateral() -> list[tuple]:
+    """A synthetic mouse X-ray, lateral view (the ``skeletal`` workflow), and its truth."""
+    return _xray_sample("lateral")

@@ -9,6 +9,10 @@ model's name, hash and the run parameters in ``layer.metadata["napari_impc_dl"]`
 
 Postprocessing thresholds re-run only the postprocessing on the cached probabilities
 (:func:`napari_impc_dl.api.relabel_layer`) a moment after they change, so their effect shows at once.
+
+The menu's workflow entry ``skeletal`` (mouse X-rays) runs :func:`napari_impc_dl.api.analyse_xray`
+instead (its six models loaded once and kept); :mod:`._skeletal_view` shows the result, and
+"Save IMPC table…" writes the tables of every X-ray analysed so far (:func:`napari_impc_dl.api.save_skeletal_tables`).
 """
 
 from __future__ import annotations
@@ -44,7 +48,7 @@ from ..errors import InputError
 from ._layers import META_KEY, features_with_index, find_layer, level0, provenance, unwrap
 from . import preload_torch_libraries
 from ..measure.summary import count_summary
-from ._library import EVENTS, fill_model_combo
+from ._library import EVENTS, WORKFLOWS, fill_model_combo
 from ._workers import Job, show_progress
 
 if TYPE_CHECKING:
@@ -110,6 +114,8 @@ class SegmentWidget(QWidget):
         self._relabel_job: Job | None = None
         self._relabel_pending = False
         self._models: dict[tuple[str, str], Any] = {}
+        self._skeletal_models: dict[str, Any] = {}  # device -> api.load_skeletal_models(device), loaded on the first run
+        self._skeletal_results: dict[str, Any] = {}  # image name -> its latest SkeletalResult (what "Save IMPC table…" writes)
         self._shown: _Shown | None = None
         self._card = None
         self.load_options: dict = {}
@@ -124,7 +130,7 @@ class SegmentWidget(QWidget):
 
     def refresh_models(self, *_: Any) -> None:
         """Re-list presets, trained models and classifiers (a Train run just saved one)."""
-        fill_model_combo(self.model_combo, task="instance-segmentation")
+        fill_model_combo(self.model_combo, task="instance-segmentation", workflows=True)
         chosen = self.classifier_combo.currentData()
         fill_model_combo(self.classifier_combo, task="classification", level="object", browse=None)
         self.classifier_combo.insertItem(0, "no", None)
@@ -134,13 +140,13 @@ class SegmentWidget(QWidget):
     # ------------------------------------------------------------------ layout
 
     def _build(self) -> None:
-        form = QFormLayout()
+        form = self._form = QFormLayout()
         self.image_combo = QComboBox()
         self.image_combo.setToolTip("The image layer to segment (for a multiscale layer, its full resolution)")
         form.addRow("Image", self.image_combo)
 
         self.model_combo = QComboBox()
-        fill_model_combo(self.model_combo, task="instance-segmentation")  # presets, trained models, "Checkpoint file…"
+        fill_model_combo(self.model_combo, task="instance-segmentation", workflows=True)  # presets, skeletal, trained models, "Checkpoint file…"
         self._model_index = 0
         self.model_combo.activated.connect(self._on_model_activated)
         self.model_combo.currentIndexChanged.connect(self._on_model_changed)
@@ -247,6 +253,11 @@ class SegmentWidget(QWidget):
         self.status = QLabel("")
         self.status.setWordWrap(True)
         self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.save_button = QPushButton("Save IMPC table…")  # the skeletal workflow's tables, of every X-ray analysed so far
+        self.save_button.setToolTip("Write impc_parameters.csv, impc_summary.csv, counts.csv and objects.csv of the X-rays analysed so far")
+        self.save_button.setVisible(False)
+        self.save_button.setEnabled(False)
+        self.save_button.clicked.connect(self._ask_save_folder)
 
         root = QVBoxLayout(self)
         root.addLayout(form)
@@ -256,6 +267,7 @@ class SegmentWidget(QWidget):
         root.addWidget(self.progress)
         root.addWidget(self.count)
         root.addWidget(self.status)
+        root.addWidget(self.save_button)
         root.addStretch(1)
 
     @staticmethod
@@ -313,6 +325,8 @@ class SegmentWidget(QWidget):
             return
         self._model_index = self.model_combo.currentIndex()
         self._follow_preset(ref)
+        if self._show_workflow(ref):
+            return
         if ref not in PRESETS and Path(str(ref)).is_dir() and checkpoint_path(ref).suffix == ".safetensors":
             ref = str(checkpoint_path(ref))  # a trained model's folder
         if ref not in PRESETS and not str(ref).lower().endswith(".safetensors"):  # e.g. an imported Model Zoo package
@@ -342,6 +356,19 @@ class SegmentWidget(QWidget):
         self.seed.setValue(card.instances.seed_threshold)
         self.min_size.setValue(card.instances.min_size)
         self._threshold_signals_on = True
+
+    def _show_workflow(self, ref) -> bool:
+        """Show only the fields a workflow entry (skeletal) uses, with its description; True when ``ref`` is one."""
+        workflow = WORKFLOWS.get(ref) if isinstance(ref, str) else None
+        for w in (self.classifier_combo, self._form.labelForField(self.classifier_combo), self.advanced):
+            w.setVisible(workflow is None)
+        self.save_button.setVisible(workflow is not None)
+        if workflow is not None:
+            self._card = None
+            self.postprocessing.setVisible(False)
+            self.model_info.setText(workflow.description)
+            self.model_info.setToolTip(workflow.description)
+        return workflow is not None
 
     def _follow_preset(self, ref) -> None:
         """A preset that classifies its objects (chromosomes, cells) selects its classifier in "Then classify";
@@ -443,6 +470,8 @@ class SegmentWidget(QWidget):
         if ref == _BROWSE:
             show_error("Choose a model first")
             return
+        if ref in WORKFLOWS:
+            return self._run_skeletal(layer, config.device)
         data, name = level0(layer), layer.name
         try:
             data = self._channels_for_model(layer, data)
@@ -478,15 +507,20 @@ class SegmentWidget(QWidget):
             features = features_with_index(shown.result.objects)
             return (None if options else model), shown, seconds, features  # never cache a model loaded with options
 
+        self._start(job, f"Segment {name}", lambda value: self._show(image, data, config, ref, value, classifier),
+                    on_discard=lambda value: value[1].scratch and value[1].scratch.cleanup())
+
+    def _start(self, job, desc: str, on_done, on_discard=None, on_failed=None) -> None:
+        """Run ``job(progress, cancel)`` in a worker with the widget's progress bar and Cancel."""
         if self._relabel_job is not None:
             self._relabel_job.cancel()
         self._relabel_timer.stop()
         self._job = Job(
             job,
-            desc=f"Segment {name}",
-            on_done=lambda value: self._show(image, data, config, ref, value, classifier),
-            on_failed=lambda exc: self.status.setText(f"Stopped: {exc}"),
-            on_discard=lambda value: value[1].scratch and value[1].scratch.cleanup(),
+            desc=desc,
+            on_done=on_done,
+            on_failed=on_failed or (lambda exc: self.status.setText(f"Stopped: {exc}")),
+            on_discard=on_discard,
             on_progress=self._progress,
             on_finished=self._finished,
             owner=self,
@@ -496,8 +530,52 @@ class SegmentWidget(QWidget):
         self.progress.setVisible(True)
         self.progress.setRange(0, 0)
         self.count.setText("")
-        self.status.setText(f"Segmenting {name}…")
+        self.status.setText(f"{desc}…")
         self._job.start()
+
+    def _run_skeletal(self, layer, device: str) -> None:
+        """The skeletal workflow on one X-ray layer; its models are loaded once per device and kept."""
+        from ._skeletal_view import analyse_job
+
+        image = {"scale": tuple(layer.scale), "translate": tuple(layer.translate)}
+        job = analyse_job(layer, device, self._skeletal_models.get(device))
+        self._start(job, f"Skeletal {layer.name}", lambda value: self._show_skeletal(image, device, value),
+                    on_failed=lambda exc: self._show_skeletal_failure(layer.name, exc))
+
+    def _show_skeletal(self, image: dict, device: str, value) -> None:
+        """GUI thread: the regions and bones layers, the summary, and the result kept for "Save IMPC table…"."""
+        from ._skeletal_view import details, show_result, summary_html
+
+        models, result, seconds = value
+        self._skeletal_models[device] = models
+        show_result(self.viewer, result, image)
+        self._skeletal_results[result.name] = result
+        self.save_button.setEnabled(True)
+        self.count.setStyleSheet("")
+        self.count.setTextFormat(Qt.TextFormat.RichText)
+        self.count.setText(summary_html(result))
+        self.status.setText(details(result, seconds))
+
+    def _show_skeletal_failure(self, name: str, exc: BaseException) -> None:
+        """A picture the core refused (e.g. a blank one): why, in red where the counts go."""
+        from ._skeletal_view import failure_html
+
+        self.status.setText(f"Stopped: {exc}")
+        self.count.setTextFormat(Qt.TextFormat.RichText)
+        self.count.setText(failure_html(name, exc))
+
+    def _ask_save_folder(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Folder for the IMPC tables")
+        if folder:
+            self.save_skeletal_tables(folder)
+
+    def save_skeletal_tables(self, folder: str | Path) -> dict:
+        """Write the tables of every X-ray analysed so far into ``folder`` (what "Save IMPC table…" does after its dialog)."""
+        from ._skeletal_view import save_tables
+
+        out = save_tables(list(self._skeletal_results.values()), folder)
+        self.status.setText(out["message"])
+        return out
 
     def cancel(self) -> None:
         """Stop the run at its next tile or block (the Cancel button); nothing is added to the viewer."""
@@ -572,6 +650,7 @@ class SegmentWidget(QWidget):
         return layer if tuple(level0(layer).shape) == tuple(shown.levels[0].shape) else None
 
     def _report(self, res, seconds: float | None = None) -> None:
+        self.count.setTextFormat(Qt.TextFormat.AutoText)
         self.count.setText(count_summary(res.counts_row()))
         flagged = res.counts_row().get("count_is_46") is False
         self.count.setStyleSheet("color: #ff8c69; font-weight: bold" if flagged else "")
