@@ -1,6 +1,6 @@
 """Accuracy of the bundled presets on held-out synthetic sets (seeds 5000+, never used in training).
 
-    python benchmarks/eval_presets.py [chromosomes] [cells] [fibrosis] [--n 40] [--out DIR] [--timing]
+    python benchmarks/eval_presets.py [chromosomes] [cells] [fibrosis] [skeletal] [--n 40] [--out DIR] [--timing]
 
 For each preset, four sets are made with ``api.synth``: ``fresh`` (the generator's defaults, a new
 seed) and three with its parameters moved a little: ``dense`` (density x1.3), ``faint`` (contrast
@@ -16,6 +16,9 @@ against the set's ``truth.csv`` / ``objects_truth.csv`` / ``masks/``:
 * fibrosis (sets: ``dense`` = more fibrosis, ``faint`` = paler stain, ``larger`` = magnification
   x1.15): the share of images whose ``fraction_fibrosis`` is within 3 percentage points of the
   truth (the acceptance figure), its mean and largest error, pixel accuracy and IoU per class.
+
+``skeletal`` (mouse X-rays) runs :mod:`eval_skeletal` (its own sets and figures, ``--n`` mice per set; see
+that script) and prints its last line.
 
 ``--timing`` adds, on one 2048 x 2048 image, the seconds of segmenting alone and of segmenting and
 classifying (median of 3), and their ratio. Prints one JSON line per preset (the acceptance figures
@@ -168,7 +171,7 @@ def _passes(preset: str, sets: dict) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("presets", nargs="*", default=["chromosomes", "cells", "fibrosis"], choices=["chromosomes", "cells", "fibrosis"])
+    ap.add_argument("presets", nargs="*", default=["chromosomes", "cells", "fibrosis", "skeletal"], choices=["chromosomes", "cells", "fibrosis", "skeletal"])
     ap.add_argument("--n", type=int, default=40, help="images per set (default 40)")
     ap.add_argument("--sets", nargs="+", default=list(SETS), choices=list(SETS))
     ap.add_argument("--out", type=Path, default=None, help="keep the sets, outputs and confusion matrices here")
@@ -177,6 +180,13 @@ def main() -> None:
     work = args.out or Path(tempfile.mkdtemp(prefix="eval-presets-"))
     for preset in args.presets:
         t0 = time.time()
+        if preset == "skeletal":
+            sys.path.insert(0, str(Path(__file__).parent))
+            import eval_skeletal
+
+            sets = {name: eval_skeletal.run_set(name, args.n, work / "skeletal") for name in eval_skeletal.SETS}
+            print(json.dumps({"preset": "skeletal", "sets": sets, "seconds": round(time.time() - t0, 1)}), flush=True)
+            continue
         sets = {}
         for k, name in enumerate(args.sets):
             folder = work / preset / f"{name}-data"

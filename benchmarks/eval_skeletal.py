@@ -115,6 +115,19 @@ def invariance(folder: Path, out: Path, k: int = 6) -> float:
     return round(float(np.mean(same)), 4)
 
 
+def run_set(name: str, n: int, work: Path) -> dict:
+    """Make (once) and score one set; the fresh set also gets the invariance figure."""
+    t0 = time.time()
+    folder = work / f"{name}-data"
+    if not (folder / "truth.csv").is_file():
+        api.synth("xray", n, folder, seed=SEED0 + list(SETS).index(name), view="both", **SETS[name])
+    s = score(folder, work / name)
+    if name == "fresh":
+        s["invariance"] = invariance(folder, work / "invariance")
+    s["seconds"] = round(time.time() - t0, 1)
+    return s
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=20, help="mice per set (two pictures each; default 20)")
@@ -123,16 +136,8 @@ def main() -> None:
     args = ap.parse_args()
     work = args.out or Path(tempfile.mkdtemp(prefix="eval-skeletal-"))
     allsets = {}
-    for k, name in enumerate(args.sets):
-        t0 = time.time()
-        folder = work / f"{name}-data"
-        if not (folder / "truth.csv").is_file():
-            api.synth("xray", args.n, folder, seed=SEED0 + list(SETS).index(name), view="both", **SETS[name])
-        s = score(folder, work / name)
-        if name == "fresh":
-            s["invariance"] = invariance(folder, work / "invariance")
-        s["seconds"] = round(time.time() - t0, 1)
-        allsets[name] = s
+    for name in args.sets:
+        s = allsets[name] = run_set(name, args.n, work)
         print(json.dumps({"set": name, **s}), flush=True)
     print(json.dumps({"preset": "skeletal", "sets": allsets}), flush=True)
 

@@ -10,7 +10,8 @@ Steps (``--only`` runs one; the data step is skipped when its folder is complete
   (:mod:`napari_impc_dl.skeletal.prepare`): head-up crops for the view and sex classifiers, rib and
   pelvis objects for the shape classifiers, from the training mice and 4 x 30 more with one rare
   abnormality each (rib shape, rib fusion, asymmetric or malformed pelvis; seeds 1401-1404);
-* ``regions``: the semantic U-Net (12 classes, :data:`~napari_impc_dl.synthetic.xray_layout.CLASSES`);
+* ``regions``: the semantic U-Net (12 classes, :data:`~napari_impc_dl.synthetic.xray_layout.CLASSES`), on the
+  pictures and class maps resized to 256 px (:mod:`napari_impc_dl.skeletal.scale`);
 * ``bones``: the instance U-Net (a label per vertebra and rib);
 * ``view``: dv / lateral, mirrored or not, on the head-up crop; ``sex``: female / male on the standard view;
 * ``ribs``: normal / misshapen / fused per rib; ``pelvis``: normal / asymmetric / malformed;
@@ -56,9 +57,9 @@ DATA_TEXT = (
 
 #: step -> (kind, training settings, card text)
 STEPS = {
-    "regions": ("semantic", {"arch": "mobilenetv3-small", "patch": 256, "batch": 8, "lr": 3e-3, "epochs": 18, "patience": 0, "min_foreground": 0.0,
+    "regions": ("semantic", {"arch": "mobilenetv3-small", "patch": 256, "batch": 8, "lr": 3e-3, "epochs": 60, "patience": 0, "min_foreground": 0.0,
                              "classes": list(CLASSES), "background": ["background", "marker"], "augment": ["flips", "rot90", "intensity", "noise"]},
-                "Starter semantic U-Net for mouse X-rays (any orientation): background, soft tissue, skull, cervical, thoracic, lumbar, sacral, caudal, ribs, pelvis, limbs, marker per pixel.", 36),
+                "Starter semantic U-Net for mouse X-rays (any orientation): background, soft tissue, skull, cervical, thoracic, lumbar, sacral, caudal, ribs, pelvis, limbs, marker per pixel, at half the scale of the bones model (a whole mouse in 256 px).", 25),
     "bones": ("instance", {"arch": "mobilenetv3-minimal", "patch": 256, "batch": 8, "lr": 3e-3, "epochs": 14, "patience": 0, "contact_weight": 5.0, "min_foreground": 0.01},
               "Starter U-Net for mouse X-rays: every vertebra and rib as an instance (touching and overlapping bones separated).", 28),
     "view": ("image", {"arch": "mobilenetv3-small", "size": 160, "batch": 32, "lr": 2e-3, "epochs": 15, "patience": 0, "augment": ["intensity", "noise"]},
@@ -86,6 +87,9 @@ def _data(work: Path) -> None:
             api.synth("xray", N_RARE, d, size=512, seed=seed, view="both", abnormalities=[kind])
         if not (d / "view.csv").is_file():
             prepare.classifier_data(d)
+    for part in ("train", "val"):  # the regions model works at half the scale (napari_impc_dl.skeletal.scale)
+        if not (work / f"{part}_regions256" / "masks").is_dir():
+            prepare.regions_data(work / part, work / f"{part}_regions256")
     if not (work / "cls" / "ribs.csv").is_file():  # the classifiers learn from the training mice and the rare ones
         prepare.merge([work / "train", *(work / f"rare_{k}" for k in RARE)], work / "cls")
 
@@ -96,14 +100,16 @@ def _train(step: str, work: Path, minutes: float, log) -> Path:
     if kind in ("image", "object"):
         tr = work / "cls"
     common = dict(seed=0, time_limit_min=minutes, name=f"skeletal-{step}", progress=log)
-    if kind in ("semantic", "instance"):
-        masks = "regions" if kind == "semantic" else "instances"
+    if kind == "semantic":
+        tr, vdir = work / "train_regions256", work / "val_regions256"
+        rep = api.train_segmentation(work / step, images=tr / "images", masks=tr / "masks", val_dir=str(vdir), **common, **kw)
+    elif kind == "instance":
         vdir = work / f"val_{step}"
         if not vdir.is_dir():
             vdir.mkdir()
             (vdir / "images").symlink_to(va / "images")
-            (vdir / "masks").symlink_to(va / masks)
-        rep = api.train_segmentation(work / step, images=tr / "images", masks=tr / masks, val_dir=str(vdir), **common, **kw)
+            (vdir / "masks").symlink_to(va / "instances")
+        rep = api.train_segmentation(work / step, images=tr / "images", masks=tr / "instances", val_dir=str(vdir), **common, **kw)
     elif kind == "image":
         rep = api.train_classification(work / step, data=tr / f"{step}.csv", level="image", val_fraction=0.1, **common, **kw)
     else:

@@ -41,6 +41,10 @@ def get_reader(path: str | list[str]):
         return read
     if name.endswith((".tif", ".tiff", ".svs", ".ndpi")) and p.is_file():
         return read
+    from .io._dicom import looks_like_dicom
+
+    if p.is_file() and looks_like_dicom(p):
+        return read
     return None
 
 
@@ -51,7 +55,24 @@ def read(path: str | list[str]) -> list[tuple[Any, dict, str]]:
     p = Path(path)
     if p.name.lower().endswith(".zarr"):
         return _read_zarr(p)
+    from .io._dicom import looks_like_dicom
+
+    if not p.name.lower().endswith((".tif", ".tiff", ".svs", ".ndpi")) and looks_like_dicom(p):
+        return _read_dicom(p)
     return _read_tiff(p)
+
+
+def _read_dicom(p: Path) -> list:
+    """A DICOM radiograph as an image layer; its pixel spacing as the layer's scale, in mm (the skeletal
+    workflow reads it back from the layer's units)."""
+    from .io.image import open_image
+
+    src = open_image(p)
+    extra = {}
+    if src.slide and src.slide.get("pixel_size_um"):
+        mm = src.slide["pixel_size_um"] / 1000.0
+        extra = {"scale": [mm, mm], "units": ["mm", "mm"]}
+    return [_layer([src.lazy_array], src.name, "image", src.axes, extra)]
 
 
 # ----------------------------------------------------------------------------- helpers

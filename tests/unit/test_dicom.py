@@ -55,3 +55,13 @@ def test_damaged_dicom_is_one_clear_line(tmp_path):
 def test_no_spacing_means_no_pixel_size(tmp_path):
     with open_image(write_dicom(tmp_path / "c.dcm", np.ones((16, 16)), spacing=None)) as src:
         assert src.slide is None
+
+
+def test_napari_opens_a_dicom_with_its_pixel_size(tmp_path):
+    from napari_impc_dl._reader import get_reader
+
+    x = np.arange(32 * 32, dtype=np.uint16).reshape(32, 32)
+    p = str(write_dicom(tmp_path / "IM0002", x, spacing=(0.05, 0.05)))
+    (data, meta, kind), = get_reader(p)(p)
+    assert kind == "image" and np.array_equal(np.asarray(data), x)
+    assert meta["scale"] == [0.05, 0.05] and meta["units"] == ["mm", "mm"] and meta["name"] == "IM0002"

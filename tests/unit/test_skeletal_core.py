@@ -132,3 +132,14 @@ def test_long_and_wide_tables():
     assert r["n_deviations"] == 2 and "MP:0000480" in r["mp_terms"]
     assert impc.abnormal_score(vals, conf) == pytest.approx(0.9)
     assert impc.abnormal_score(dict(vals, ribs_left=13, pelvis="normal"), conf) == pytest.approx(0.1)
+
+
+@pytest.mark.parametrize("seed", [31, 32, 33, 34])
+def test_rib_sides_follow_the_mouse_not_the_picture(seed):
+    """An extra rib on the mouse's left is counted on the left whether or not the picture is mirrored."""
+    ph = make_xray_phantom(seed, "dv", 512, counts={"ribs_left": 14, "ribs_right": 13})
+    table = counting.bone_table(ph.instances, _onehot(ph.regions))
+    pose = estimate_pose(ph.regions)
+    counting.rib_sides(table, Pose(pose.rotation_deg, ph.flipped, pose.center_yx), "dv")
+    n, _ = counting.counts(table, "dv")
+    assert (n["ribs_left"], n["ribs_right"]) == (14, 13), ph.flipped

@@ -4,12 +4,13 @@
 
 Steps (each model is a bundled starter by default, or the user's fine-tuned one, see :class:`SkeletalModels`):
 
-1. **regions** (semantic U-Net, any orientation): a class per pixel;
+1. **regions** (semantic U-Net, any orientation, on the picture resized to 256 px; the probabilities
+   resized back, :mod:`.scale`): a class per pixel;
 2. **pose**: the head direction from the class map (:func:`~.pose.estimate_pose`), then the **view**
    classifier on the picture turned head-up: dorso-ventral or lateral, mirrored or not. The pose is
    kept with the result (``rotation_deg``, ``mirrored``), so everything maps back onto the picture,
    which is never resampled for counting (labels stay on the original pixels);
-3. **bones** (instance U-Net): a label per vertebra and rib; with the regions, each becomes a vertebra
+3. **bones** (instance U-Net, on the picture resized to 512 px, labels resized back): a label per vertebra and rib; with the regions, each becomes a vertebra
    of a spine region or a rib of a side (:mod:`.counting`);
 4. **ribs** and **pelvis** classifiers: misshapen / fused ribs, asymmetric / malformed pelvis;
 5. **sex** classifier on the standard view (head up, un-mirrored);
@@ -33,6 +34,7 @@ from . import counting, impc
 from .models import ROLES, model_path
 from .pose import Pose, estimate_pose, standard_view
 from .prepare import CROP, pelvis_object
+from .scale import BONES_SIDE, REGIONS_SIDE, resize_image, resize_labels, resize_probs, work_shape
 
 SHAPE_THRESHOLD = 0.5
 """A rib (the pelvis) is called abnormal when its classifier's probability of an abnormal class passes this."""
@@ -158,9 +160,10 @@ def analyse_xray(image, models: SkeletalModels, *, name: str = "image", specimen
     res = SkeletalResult(name=name, specimen=specimen, view=None, pose=None, regions=np.zeros(x.shape, np.uint8), bones=np.zeros(x.shape, np.uint16),
                          table=None, pixel_size_mm=pixel_size_mm, models=models.describe())
     step(0, "regions")
-    seg = segment_image(x, models.regions, cancel=cancel)
-    regions = np.asarray(seg.labels).astype(np.uint8)
-    probs = np.asarray(seg.probabilities)
+    xr = resize_image(x, work_shape(x.shape, REGIONS_SIDE))
+    seg = segment_image(xr, models.regions, cancel=cancel)
+    probs = resize_probs(np.asarray(seg.probabilities), x.shape)  # (K, H, W) uint8 on the picture's pixels
+    regions = probs.argmax(0).astype(np.uint8)
     res.regions = regions
     res.timings["regions_s"] = time.perf_counter() - t0
     step(1, "pose")
@@ -187,8 +190,9 @@ def analyse_xray(image, models: SkeletalModels, *, name: str = "image", specimen
     res.p_male = round(float(st["p_male"].iloc[0]), 4)
     res.sex = "male" if res.p_male >= 0.5 else "female"
     step(3, "bones")
-    bseg = segment_image(x, models.bones, cancel=cancel)
-    inst = np.asarray(bseg.labels)
+    xb = resize_image(x, work_shape(x.shape, BONES_SIDE))
+    bseg = segment_image(xb, models.bones, cancel=cancel)
+    inst = resize_labels(np.asarray(bseg.labels), x.shape)
     table = counting.bone_table(inst, probs)
     counting.spine_regions(table, skull)
     counting.rib_sides(table, pose, res.view)

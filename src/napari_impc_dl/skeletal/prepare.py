@@ -96,6 +96,24 @@ def classifier_data(folder, *, size: int = CROP) -> dict:
     return {name: len(df) for name, df in tables.items()}
 
 
+def regions_data(folder, out, *, side: int | None = None) -> None:
+    """``out/images`` and ``out/masks``: the pictures and class maps of ``folder`` at the regions model's scale
+    (:data:`~.scale.REGIONS_SIDE`, with :mod:`.scale`'s resampling, as the pipeline does)."""
+    import tifffile
+
+    from .scale import REGIONS_SIDE, resize_image, resize_labels, work_shape
+
+    side = side or REGIONS_SIDE
+    src, out = Path(folder), Path(out)
+    for sub in ("images", "masks"):
+        (out / sub).mkdir(parents=True, exist_ok=True)
+    for p in sorted((src / "images").iterdir()):
+        x = tifffile.imread(p)
+        shape = work_shape(x.shape, side)
+        tifffile.imwrite(out / "images" / p.name, resize_image(x, shape))
+        tifffile.imwrite(out / "masks" / p.name, resize_labels(tifffile.imread(src / "regions" / p.name), shape), compression="zlib")
+
+
 def merge(folders, out) -> None:
     """One classifier dataset in ``out`` from several prepared folders (links to their files, tables joined;
     image names must differ between folders, as ``synth xray`` names them after the dataset seed)."""
