@@ -3,7 +3,9 @@
 The bones model gives a label per bone; the regions model a probability per class and pixel. Here:
 
 1. :func:`bone_table`: each instance's mean class probabilities decide whether it is a vertebra, a rib
-   or neither (a limb or skull piece the bones model picked up: dropped), with ``p_kind`` its share;
+   (or neither: no trace of either, dropped), with ``p_kind`` its share among the bone classes (soft
+   tissue and background left out: a thin rib or a tail vertebra is mostly edge at the regions
+   model's scale, and the bones model has already said it is a bone);
 2. :func:`spine_regions`: the vertebrae are chained from the skull along the spine (each to its
    nearest unvisited neighbour) and given regions by the most probable **ordered** assignment
    (cervical, thoracic, lumbar, sacral, caudal never go backwards along the chain: a Viterbi pass
@@ -26,8 +28,10 @@ from .pose import Pose
 
 VERTEBRA_CLASSES = [CLS[r] for r in REGIONS]
 RIB_CLASS = CLS["ribs"]
-MIN_BONE_SHARE = 0.5
-"""An instance whose pixels are on average less sure than this of being a vertebra or a rib is dropped."""
+OTHER_BONES = [CLS[c] for c in ("skull", "pelvis", "limbs", "marker")]
+"""Bright things that are not counted. The bones model finds only vertebrae and ribs, so an instance is kept
+whenever the regions model sees any vertebra or rib in it (the tips of the tail and the ribs' ends, thin at
+the regions model's scale, are often read as limb there); these classes only lower its ``p_kind``."""
 
 
 def bone_table(instances: np.ndarray, probs: np.ndarray):
@@ -51,10 +55,11 @@ def bone_table(instances: np.ndarray, probs: np.ndarray):
             continue
         v = mean[i, VERTEBRA_CLASSES]
         r = mean[i, RIB_CLASS]
-        kind = "rib" if r > v.sum() else "vertebra"
-        p_kind = float(r if kind == "rib" else v.sum())
-        if p_kind < MIN_BONE_SHARE:
+        other = mean[i, OTHER_BONES].sum()
+        if v.sum() + r < 1e-3:  # no sign of a vertebra or a rib at all: a false detection
             continue
+        kind = "rib" if r > v.sum() else "vertebra"
+        p_kind = float((r if kind == "rib" else v.sum()) / max(v.sum() + r + other, 1e-9))
         share = v / max(v.sum(), 1e-9)
         rows.append({"label": i, "area": int(area[i]), "centroid_y": float(cy[i]), "centroid_x": float(cx[i]), "kind": kind,
                      "region": "ribs" if kind == "rib" else REGIONS[int(share.argmax())], "p_kind": round(p_kind, 4),
