@@ -143,3 +143,19 @@ def test_rib_sides_follow_the_mouse_not_the_picture(seed):
     counting.rib_sides(table, Pose(pose.rotation_deg, ph.flipped, pose.center_yx), "dv")
     n, _ = counting.counts(table, "dv")
     assert (n["ribs_left"], n["ribs_right"]) == (14, 13), ph.flipped
+
+
+def test_ribs_pull_their_vertebrae_into_the_thoracic_region():
+    """A regions map that calls T1 cervical (a close call) is put right by the ribs that start at T1."""
+    ph = make_xray_phantom(41, "dv", 512, p_abnormal=0.0)
+    probs = _onehot(ph.regions)
+    t1 = next(o["label"] for o in ph.objects if o["kind"] == "vertebra" and o["region"] == "thoracic" and o["number"] == 1)
+    m = ph.instances == t1
+    probs[CLS["cervical"]][m], probs[CLS["thoracic"]][m] = 0.55, 0.45
+    skull = np.argwhere(ph.regions == CLS["skull"]).mean(0)
+    for ribs_at, want in ((None, (8, 12)), ("ribs", (7, 13))):
+        table = counting.bone_table(ph.instances, probs)
+        counting.spine_regions(table, skull, counting.rib_attachments(ph.instances, table) if ribs_at else None)
+        counting.rib_sides(table, Pose(ph.rotation_deg, ph.flipped, tuple(skull)), "dv")
+        n, _ = counting.counts(table, "dv")
+        assert (n["cervical"], n["thoracic"]) == want

@@ -10,7 +10,9 @@ The bones model gives a label per bone; the regions model a probability per clas
    nearest unvisited neighbour) and given regions by the most probable **ordered** assignment
    (cervical, thoracic, lumbar, sacral, caudal never go backwards along the chain: a Viterbi pass
    over the per-vertebra probabilities), so one vertebra read wrongly in the middle of a region
-   cannot add a region boundary;
+   cannot add a region boundary; on a dorso-ventral view a vertebra a rib starts from is likelier
+   thoracic (:func:`rib_attachments`, :data:`RIB_BOOST`; a lateral view shows the ribs across the
+   spine, so there the regions model decides alone);
 3. :func:`rib_sides`: on a dorso-ventral view each rib's side is where it lies, in the standard view,
    relative to the nearest vertebra (the mouse's left on the image's left); a lateral view shows
    both sides on top of each other, so its ribs get no side;
@@ -106,9 +108,38 @@ def ordered_regions(p: np.ndarray) -> np.ndarray:
     return out
 
 
-def spine_regions(table, head_yx) -> None:
+RIB_BOOST = 2.5
+"""A vertebra a rib starts from is this much likelier thoracic (and cervical or lumbar this much less); one
+without a rib this much less likely thoracic. Curators count thoracic vertebrae as the rib-bearing ones."""
+
+
+def rib_attachments(instances: np.ndarray, table) -> dict[int, int]:
+    """Vertebra label -> how many ribs start at it: each rib's pixel nearest to a vertebra centre (its head, by
+    the spine) is given to that vertebra."""
+    verts = table[table["kind"] == "vertebra"]
+    ribs = table[table["kind"] == "rib"]
+    out = {int(v): 0 for v in verts["label"]}
+    if not len(verts) or not len(ribs):
+        return out
+    vc = verts[["centroid_y", "centroid_x"]].to_numpy(float)
+    from scipy import ndimage as ndi
+
+    boxes = ndi.find_objects(np.asarray(instances))
+    for lab in ribs["label"].to_numpy(int):
+        box = boxes[lab - 1] if lab - 1 < len(boxes) else None
+        if box is None:
+            continue
+        ys, xs = np.nonzero(np.asarray(instances)[box] == lab)
+        pts = np.stack([ys + box[0].start, xs + box[1].start], 1).astype(float)
+        d = np.hypot(pts[:, None, 0] - vc[None, :, 0], pts[:, None, 1] - vc[None, :, 1])
+        out[int(verts["label"].iloc[int(np.unravel_index(np.argmin(d), d.shape)[1])])] += 1
+    return out
+
+
+def spine_regions(table, head_yx, ribs_at: dict | None = None) -> None:
     """Set ``region`` (ordered, see the module docstring), ``p_region`` and ``spine_index`` (1 = next to the
-    skull) of the vertebra rows of ``table`` in place."""
+    skull) of the vertebra rows of ``table`` in place. ``ribs_at`` (:func:`rib_attachments`) weighs the
+    thoracic region by :data:`RIB_BOOST` before the ordered assignment."""
     vert = table.index[table["kind"] == "vertebra"]
     table["spine_index"] = 0
     table["p_region"] = table["p_kind"].astype(float)
@@ -118,6 +149,11 @@ def spine_regions(table, head_yx) -> None:
     order = chain(pts, np.asarray(head_yx, float))
     idx = vert[order]
     p = table.loc[idx, [f"p_{r}" for r in REGIONS]].to_numpy(float)
+    if ribs_at is not None:
+        has = np.array([ribs_at.get(int(lab), 0) > 0 for lab in table.loc[idx, "label"]])
+        w = np.where(has[:, None], [1 / RIB_BOOST, RIB_BOOST, 1 / RIB_BOOST, 1.0, 1.0], [1.0, 1 / RIB_BOOST, 1.0, 1.0, 1.0])
+        p = p * w
+        p = p / np.maximum(p.sum(1, keepdims=True), 1e-9)
     reg = ordered_regions(p)
     table.loc[idx, "region"] = [REGIONS[r] for r in reg]
     table.loc[idx, "p_region"] = np.round(p[np.arange(len(reg)), reg], 4)

@@ -194,7 +194,7 @@ def analyse_xray(image, models: SkeletalModels, *, name: str = "image", specimen
     bseg = segment_image(xb, models.bones, cancel=cancel)
     inst = resize_labels(np.asarray(bseg.labels), x.shape)
     table = counting.bone_table(inst, probs)
-    counting.spine_regions(table, skull)
+    counting.spine_regions(table, skull, counting.rib_attachments(inst, table) if res.view == "dv" else None)
     counting.rib_sides(table, pose, res.view)
     kept = np.zeros(int(inst.max()) + 1, inst.dtype)
     kept[table["label"].to_numpy(int)] = table["label"].to_numpy(int)
