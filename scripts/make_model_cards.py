@@ -59,8 +59,10 @@ def card_md(path: Path, preset: str, role: str, figures: dict) -> str:
     if card.task == "classification":
         spec = card.classification
         crop = spec.crop
-        lines.append(f"- **Network**: timm `{arch.encoder}` classifier, {arch.in_channels} input channels ({spec.image_channels} image + mask), {spec.input_size} px input")
-        lines.append(f"- **Classes**: {', '.join(spec.classes)} ({spec.level} level; crop: {crop.mode}, margin {crop.margin}, network sees {crop.input})")
+        parts = f"{spec.image_channels} image + mask" if spec.crop is not None and arch.in_channels > spec.image_channels else f"{spec.image_channels} image"
+        lines.append(f"- **Network**: timm `{arch.encoder}` classifier, {arch.in_channels} input channels ({parts}), {spec.input_size} px input")
+        how = f"crop: {crop.mode}, margin {crop.margin}, network sees {crop.input}" if crop is not None else f"the whole picture resized to {spec.input_size} px"
+        lines.append(f"- **Classes**: {', '.join(spec.classes)} ({spec.level} level; {how})")
     elif card.task == "semantic":
         sem = card.semantic
         lines.append(f"- **Network**: U-Net, `{arch.encoder}` encoder (depth {arch.encoder_depth}), decoder {list(arch.decoder_channels)}; tiles {card.tiling.tile} px with a {card.tiling.halo} px halo")
