@@ -36,6 +36,37 @@ whenever the regions model sees any vertebra or rib in it (the tips of the tail 
 the regions model's scale, are often read as limb there); these classes only lower its ``p_kind``."""
 
 
+BONE_THRESHOLD = 0.8
+"""Bone probability (the bones model's foreground) above which a pixel is bone when bones are cut by kind."""
+
+
+def instances_by_kind(foreground: np.ndarray, probs: np.ndarray, *, threshold: float = BONE_THRESHOLD, min_size: int = 3) -> np.ndarray:
+    """Bone instances as the connected pieces of bone of one kind: the bones model's foreground (``(H, W)``, 0-1 or
+    uint8 0-255) above ``threshold``, split into vertebra pixels and rib pixels by the regions model (``probs``
+    ``(K, H, W)``), each kind's connected components one instance (pieces under ``min_size`` pixels dropped).
+
+    Vertebrae are separate blobs with a gap to the next, so their components count them better than the
+    distance-seeded instances, which cut a vertebra from its processes and a thin rib into pieces (on held-out
+    phantoms seeds 9000-9011: thoracic exact 0.50 vs 0.08, lumbar 0.83 vs 0.75, caudal within one 0.75 vs 0.58).
+    Ribs of neighbouring levels touch at this scale, so their components still merge: rib counts are not
+    reliable yet with either rule."""
+    from scipy import ndimage as ndi
+
+    fg = np.asarray(foreground, np.float32)
+    fg = fg / 255.0 if np.asarray(foreground).dtype == np.uint8 else fg
+    bone = fg > threshold
+    pv = np.asarray(probs[VERTEBRA_CLASSES], np.float32).sum(0)
+    rib = bone & (np.asarray(probs[RIB_CLASS], np.float32) > pv)
+    lv, nv = ndi.label(bone & ~rib)
+    lr, _ = ndi.label(rib)
+    lab = np.where(lv > 0, lv, np.where(lr > 0, lr + nv, 0)).astype(np.int32)
+    sizes = np.bincount(lab.ravel())
+    small = sizes < min_size
+    small[0] = False
+    lab[small[lab]] = 0
+    return lab
+
+
 def bone_table(instances: np.ndarray, probs: np.ndarray):
     """One row per instance: ``label, area, centroid_y, centroid_x, kind (vertebra / rib), region, p_kind``
     and ``p_<region>`` (the vertebra regions' shares), from ``probs`` ``(K, H, W)`` (uint8 ``p * 255`` or float)."""

@@ -10,7 +10,8 @@ Steps (each model is a bundled starter by default, or the user's fine-tuned one,
    classifier on the picture turned head-up: dorso-ventral or lateral, mirrored or not. The pose is
    kept with the result (``rotation_deg``, ``mirrored``), so everything maps back onto the picture,
    which is never resampled for counting (labels stay on the original pixels);
-3. **bones** (instance U-Net, on the picture resized to 512 px, labels resized back): a label per vertebra and rib; with the regions, each becomes a vertebra
+3. **bones** (instance U-Net, on the picture resized to 512 px): its bone probability, cut by kind with the
+   regions into connected pieces (:func:`~.counting.instances_by_kind`), gives a label per vertebra and rib; with the regions, each becomes a vertebra
    of a spine region or a rib of a side (:mod:`.counting`);
 4. **ribs** and **pelvis** classifiers: misshapen / fused ribs, asymmetric / malformed pelvis;
 5. **sex** classifier on the standard view (head up, un-mirrored);
@@ -192,7 +193,8 @@ def analyse_xray(image, models: SkeletalModels, *, name: str = "image", specimen
     step(3, "bones")
     xb = resize_image(x, work_shape(x.shape, BONES_SIDE))
     bseg = segment_image(xb, models.bones, cancel=cancel)
-    inst = resize_labels(np.asarray(bseg.labels), x.shape)
+    fg = resize_probs(np.asarray(bseg.probabilities)[:1], x.shape)[0]
+    inst = counting.instances_by_kind(fg, probs)
     table = counting.bone_table(inst, probs)
     counting.spine_regions(table, skull, counting.rib_attachments(inst, table) if res.view == "dv" else None)
     counting.rib_sides(table, pose, res.view)

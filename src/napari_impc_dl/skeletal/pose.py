@@ -32,6 +32,9 @@ _HEAD = (CLS["skull"],)
 _TRUNK_END = (CLS["sacral"], CLS["pelvis"])
 MIN_PIXELS = 12
 """Fewer pixels of skull (or of the trunk's end) than this: no pose can be read."""
+REQUIRED = ("skull", "cervical", "thoracic", "lumbar", "sacral", "ribs", "pelvis")
+"""A whole mouse shows each of these (at least :data:`MIN_PIXELS` pixels per 512 x 512): a picture that lacks one
+is not read (another species, a part of a mouse, not an X-ray at all), never counted."""
 
 
 @dataclass(frozen=True)
@@ -84,13 +87,15 @@ def estimate_pose(regions: np.ndarray) -> Pose:
     Raises one :class:`InputError` when the map holds no skull or no pelvis: the picture is not a
     whole mouse the models know (another species, a part of a mouse, not an X-ray)."""
     regions = np.asarray(regions)
+    need = max(3, int(round(MIN_PIXELS * regions.size / 512**2)))
+    area = np.bincount(regions.ravel(), minlength=len(CLS))
+    missing = [c for c in REQUIRED if area[CLS[c]] < need]
     head = _centroid(np.isin(regions, _HEAD))
     tail = _centroid(np.isin(regions, _TRUNK_END))
-    if head is None or tail is None:
-        missing = "skull" if head is None else "pelvis"
+    if missing or head is None or tail is None:
         raise InputError(
-            f"No {missing} was found on this picture, so the mouse's orientation cannot be read",
-            "Give a whole-body mouse X-ray (dorso-ventral or lateral); other species or partial views need a model fine-tuned on them",
+            f"No {', '.join(missing or ['skull or pelvis'])} found on this picture: it does not look like a whole mouse, so it is not counted",
+            "Give a whole-body mouse X-ray (dorso-ventral or lateral); other species or partial views need models fine-tuned on them",
         )
     dy, dx = head - tail
     length = math.hypot(dx, dy)
