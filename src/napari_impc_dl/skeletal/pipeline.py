@@ -11,7 +11,8 @@ Steps (each model is a bundled starter by default, or the user's fine-tuned one,
    kept with the result (``rotation_deg``, ``mirrored``), so everything maps back onto the picture,
    which is never resampled for counting (labels stay on the original pixels);
 3. **bones** (instance U-Net, on the picture resized to 512 px): its bone probability, cut by kind with the
-   regions into connected pieces (:func:`~.counting.instances_by_kind`), gives a label per vertebra and rib; with the regions, each becomes a vertebra
+   regions into connected pieces (:func:`~.counting.instances_by_kind`), gives a label per vertebra and rib
+   (ribs per side are counted by their heads at the spine, :func:`~.counting.rib_heads`); with the regions, each becomes a vertebra
    of a spine region or a rib of a side (:mod:`.counting`);
 4. **ribs** and **pelvis** classifiers: misshapen / fused ribs, asymmetric / malformed pelvis;
 5. **sex** classifier on the standard view (head up, un-mirrored);
@@ -202,6 +203,10 @@ def analyse_xray(image, models: SkeletalModels, *, name: str = "image", specimen
     kept[table["label"].to_numpy(int)] = table["label"].to_numpy(int)
     res.bones = kept[inst]
     n, conf = counting.counts(table, res.view)
+    if res.view == "dv":  # per side, by their heads at the spine (rib pieces overlap out in the rib cage)
+        heads, head_conf = counting.rib_heads(inst, table, probs, pose, scale=max(x.shape) / BONES_SIDE)
+        n.update(heads)
+        conf.update(head_conf)
     step(4, "shapes")
     source = ImageSource.from_array(x, name=name)
     rib_labels = np.where(np.isin(res.bones, table.loc[table["kind"] == "rib", "label"].to_numpy()), res.bones, 0).astype(np.int32)
