@@ -162,7 +162,7 @@ def test_skeletal_run_on_blank_pictures_says_why_in_red_and_gives_no_counts(make
     assert result.flag and not result.values
     text = seg.count.text()
     assert "not oriented" in text and "color:#ff4d4d" in text.replace(" ", "")
-    assert "thoracic" not in text and "abnormal score" not in text and "p_male" not in text
+    assert "ribs left" not in text and "abnormal score" not in text and "p_male" not in text  # (the flag itself names what is missing)
     assert int(viewer.layers["blank bones"].data.max()) == 0 and viewer.layers["blank regions"].data.shape == (64, 64)
     files = seg.save_skeletal_tables(tmp_path / "flagged")["files"]  # the flag is recorded, no parameter rows
     assert pd.read_csv(files["counts"])["flag"].iloc[0] == result.flag
