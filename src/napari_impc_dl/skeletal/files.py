@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from ..io.outputs import ensure_writable_dir
 
 _VIEW_SUFFIX = re.compile(r"[_-](dv|lateral|lat|ventral|dorsoventral)$", re.IGNORECASE)
 
@@ -55,9 +56,8 @@ def read_metadata(path) -> dict[str, dict]:
 def run(inputs, out_dir, *, models, metadata=None, strain: str = "C57BL/6N", pixel_size_mm: float | None = None, progress=None, cancel=None) -> dict:
     """Analyse every input and write the label images and tables (see the module docstring); returns
     ``{"files": {...}, "counts": [rows], "summary": DataFrame}``."""
-    import tifffile
-
     from ..io.image import image_name
+    from ..io.outputs import label_dtype, write_tif_atomic
     from .impc import REFERENCES
     from .pipeline import analyse_xray
 
@@ -67,7 +67,7 @@ def run(inputs, out_dir, *, models, metadata=None, strain: str = "C57BL/6N", pix
     for p in paths:
         if not p.exists():
             raise InputError(f"'{p}' does not exist", "Check the path and the spelling of the file name")
-    out = _out_folder(out_dir)
+    out = ensure_writable_dir(out_dir)
     if any(p.resolve().parent == out.resolve() and p.stem.endswith(("_regions", "_bones")) for p in paths):
         raise InputError("An input is an output of an earlier skeletal run in the same folder", "Give another --out folder")
     meta = read_metadata(metadata) if metadata else {}
@@ -78,24 +78,13 @@ def run(inputs, out_dir, *, models, metadata=None, strain: str = "C57BL/6N", pix
         key = image_name(p)
         m = {k: v for k, v in meta.get(key, {}).items() if k not in ("file", "image", "path", "filename")}
         res = analyse_xray(p, models, specimen=m.pop("specimen", "") or specimen_of(key), pixel_size_mm=pixel_size_mm, cancel=cancel)
-        for what, arr in (("regions", res.regions), ("bones", res.bones.astype(np.uint16))):
-            part = out / f".{key}_{what}.tif.part"
-            tifffile.imwrite(part, arr, compression="zlib")
-            part.replace(out / f"{key}_{what}.tif")
+        write_tif_atomic(out / f"{key}_regions.tif", res.regions)
+        write_tif_atomic(out / f"{key}_bones.tif", res.bones, dtype=label_dtype(int(res.bones.max(initial=0))))
         results.append(res)
         metas.append(m)
         if progress is not None:
             progress(i + 1, len(paths), "x-rays")
     return write_tables(results, out, strain=strain, metadata=metas)
-
-
-def _out_folder(out_dir) -> Path:
-    out = Path(out_dir)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise InputError(f"Cannot create the output folder '{out}' ({exc.strerror or exc})", "Choose a folder you can write to") from None
-    return out
 
 
 def write_tables(results, out_dir, *, strain: str = "C57BL/6N", metadata=None) -> dict:
@@ -108,7 +97,7 @@ def write_tables(results, out_dir, *, strain: str = "C57BL/6N", metadata=None) -
     from ..synthetic.xray_layout import CLASSES
     from .impc import LONG_COLUMNS, wide_table
 
-    out = _out_folder(out_dir)
+    out = ensure_writable_dir(out_dir)
     metadata = metadata or [{} for _ in results]
     objects, counts, long, extra = [], [], [], {}
     for res, m in zip(results, metadata):

@@ -25,18 +25,18 @@ an X-ray) gives a result with ``flag`` set and no values, never a silent wrong c
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
 from ..errors import InputError
-from ..synthetic.xray_layout import CLASSES, CLS
+from ..synthetic.xray_layout import CLASSES
 from . import counting, impc
 from .models import ROLES, model_path
 from .pose import Pose, estimate_pose, standard_view
 from .prepare import CROP, pelvis_object
-from .scale import BONES_SIDE, REGIONS_SIDE, resize_image, resize_labels, resize_probs, work_shape
+from .scale import BONES_SIDE, REGIONS_SIDE, resize_image, resize_probs, work_shape
 
 SHAPE_THRESHOLD = 0.5
 """A rib (the pelvis) is called abnormal when its classifier's probability of an abnormal class passes this."""
@@ -181,11 +181,10 @@ def analyse_xray(image, models: SkeletalModels, *, name: str = "image", specimen
     p_view = float(vt[f"p_{view_cls}"].iloc[0])
     mirrored = view_cls.endswith("_mirrored")
     res.view = view_cls.replace("_mirrored", "")
-    pose = Pose(pose.rotation_deg, mirrored, pose.center_yx, round(pose.confidence * p_view, 4))
+    pose = replace(pose, mirrored=mirrored, confidence=round(pose.confidence * p_view, 4))
     res.pose, res.p_view = pose, round(p_view, 4)
-    skull = np.argwhere(regions == CLS["skull"]).mean(0)
-    trunk = np.argwhere(np.isin(regions, [CLS["sacral"], CLS["pelvis"]])).mean(0)
-    res.length_mm = round(float(np.hypot(*(skull - trunk))) * pixel_size_mm, 3) if pixel_size_mm else None
+    skull = np.asarray(pose.head_yx)
+    res.length_mm = round(float(np.hypot(*(skull - np.asarray(pose.tail_yx)))) * pixel_size_mm, 3) if pixel_size_mm else None
     step(2, "sex")
     std = standard_view(x, pose, regions, CROP)
     st = classify_images(models.sex, [ImageSource.from_array(std, name=name)])

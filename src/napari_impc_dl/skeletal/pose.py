@@ -51,6 +51,10 @@ class Pose:
     mirrored: bool = False
     center_yx: tuple = (0.0, 0.0)
     confidence: float = 1.0
+    head_yx: tuple | None = None
+    """The skull's centre (picture pixels), when read from a class map."""
+    tail_yx: tuple | None = None
+    """The centre of the trunk's end (sacral vertebrae and pelvis), when read from a class map."""
 
     def _matrix(self) -> np.ndarray:
         """Standard view (x right, y down) -> picture offsets, in (x, y), before scaling."""
@@ -101,7 +105,7 @@ def estimate_pose(regions: np.ndarray) -> Pose:
     length = math.hypot(dx, dy)
     rot = math.degrees(math.atan2(-dx, -dy))
     short = min(1.0, length / (0.15 * max(regions.shape)))  # a skull on top of the pelvis: no direction
-    return Pose(rotation_deg=rot, mirrored=False, center_yx=tuple((head + tail) / 2), confidence=float(short))
+    return Pose(rotation_deg=rot, mirrored=False, center_yx=tuple((head + tail) / 2), confidence=float(short), head_yx=tuple(head), tail_yx=tuple(tail))
 
 
 def frame_box(pose: Pose, regions: np.ndarray, grow: float = 1.3) -> tuple[float, float, float]:
