@@ -5,7 +5,9 @@
 For each preset: a training set (dataset seed 1100 for chromosomes, 1200 for cells, 1300 for
 fibrosis) and a validation set (seed 2100 / 2200 / 2300) from ``napari_impc_dl.api.synth``; then the project's own
 ``train`` verb (``api.train_segmentation`` for the U-Net, ``api.train_classification`` at object
-level for the classifier, trained on the true masks; ``fibrosis`` has a semantic U-Net only, trained
+level for the classifier, trained on the true masks; the chromosomes classifier instead on the U-Net's
+own objects of fresh spreads, classed against the truth with ``chromosome_pair`` / ``chromosome_piece``
+for its merges and cuts, see ``napari_impc_dl.training.error_classes``; ``fibrosis`` has a semantic U-Net only, trained
 on class maps with ``classes=background,tissue,fibrosis``); then the best checkpoints are copied into
 ``src/napari_impc_dl/data/`` with an honest card (synthetic data only). The bundled sample image
 (seed 3100 / 3200 / 3300) and its truth are written there too. The evaluation seeds of
@@ -37,16 +39,32 @@ SETUP = {
     "chromosomes": {
         "seeds": (1100, 2100, 3100), "n_train": 120, "n_val": 10, "size": 768,
         "seg": {"arch": "mobilenetv3-minimal", "patch": 256, "batch": 8, "lr": 3e-3, "epochs": 11, "patience": 6, "contact_weight": 5.0},
-        "cls": {"arch": "mobilenetv3-small", "size": 64, "input": "image+mask", "crop": "bbox", "margin": 0.25, "batch": 64, "lr": 2e-3, "epochs": 40, "patience": 8},
+        "cls": {"arch": "mobilenetv3-small", "size": 64, "input": "image+mask", "crop": "fixed", "crop_side": 112, "batch": 64, "lr": 2e-3, "epochs": 40, "patience": 8, "balance": "none"},
+        # the classifier learns on the U-Net's own objects (merged pairs, cut pieces; see training.error_classes) of
+        # fresh spreads, plus the true objects of the first set with half of its touching pairs merged (more pair
+        # examples); validation on the U-Net's objects of a set of its own. A fixed 112 px window (not the bounding
+        # box) keeps the scale, so a pair's double width shows.
+        "cls_data": {"segmented": [(1110, 120, {}), (1111, 60, {"density": 1.15, "contrast": 0.85, "scale": 1.08})], "true": 1110, "val": (2110, 20, {})},
         "data": (
             "Synthetic Giemsa-stained metaphase spreads only ({n} 768x768 images of napari_impc_dl.synthetic.chromosomes, dataset seed {seed}): "
             "46 chromosomes (or aneuploid 44-48, or partial spreads) with human karyotype lengths and centromere positions, G-band-like texture, "
             "touching and crossing pairs, 0-3 interphase nuclei, debris and stain blobs, uneven light, blur and noise. "
             "Never trained on real microscopy: check it on your spreads (and fine-tune on a few annotated ones) before reporting counts."
         ),
+        "cls_data_text": (
+            "Synthetic Giemsa-stained metaphase spreads only (napari_impc_dl.synthetic.chromosomes, 768x768): the objects the bundled "
+            "chromosomes U-Net finds on 120 spreads of dataset seed 1110 and 60 of seed 1111 (density x1.15, contrast x0.85, size x1.08), "
+            "classed against the truth (training.error_classes: merged pairs, pieces of cut chromosomes), plus the true objects of the seed-1110 "
+            "spreads with half of their touching chromosome pairs merged. Never trained on real microscopy: check it on your spreads "
+            "(and fine-tune on a few annotated ones) before reporting counts."
+        ),
         "channels": ["brightfield (Giemsa)"],
         "seg_text": "Starter U-Net for metaphase spreads (brightfield, Giemsa-like, greyscale): every object of a spread (chromosomes, interphase nuclei, debris) as instances, touching chromosomes separated.",
-        "cls_text": "Starter object classifier for metaphase spreads: chromosome / nucleus / debris from each object's crop (image and mask).",
+        "cls_text": (
+            "Starter object classifier for metaphase spreads: chromosome / chromosome_pair (two merged into one object) / chromosome_piece "
+            "(the smaller part of a cut one) / nucleus / debris from each object's crop (image and mask), trained on the starter U-Net's own "
+            "objects so the count per spread survives its merges and cuts."
+        ),
     },
     "cells": {
         "seeds": (1200, 2200, 3200), "n_train": 160, "n_val": 12, "size": 512,
@@ -89,6 +107,50 @@ def _finalise(src: Path, dst: Path, name: str, text: str, data_text: str, script
     return {"file": str(dst.relative_to(ROOT)), "MB": round(dst.stat().st_size / 1e6, 2), "hash": card.short_hash, "metrics": card.provenance.metrics}
 
 
+def _segmenter_objects(work: Path, preset: str, spec: dict) -> tuple[Path, Path]:
+    """Train and validation folders (``images/``, ``labels/``, ``classes.csv``) of the bundled U-Net's own objects on
+    fresh synthetic sets, classed against the truth by :func:`napari_impc_dl.training.error_classes.classes_from_truth`."""
+    import pandas as pd
+
+    from napari_impc_dl.measure.evaluate import read_labels
+    import numpy as np
+    import tifffile
+
+    from napari_impc_dl.training.error_classes import classes_from_truth, merge_touching
+
+    def layout(dst: Path, sets, true_seed) -> Path:
+        if (dst / "classes.csv").is_file():
+            return dst
+        for sub in ("images", "labels"):
+            (dst / sub).mkdir(parents=True, exist_ok=True)
+        rows = []
+        rng = np.random.default_rng(0)
+        for seed, n, kw in sets:
+            src = work / f"objects-{seed}"
+            if not (src / "truth.csv").is_file():
+                api.synth(preset, n, src, size=SETUP[preset]["size"], seed=seed, **kw)
+            images = sorted((src / "images").glob("*.tif"))
+            if not (src / "segmented" / "objects.csv").is_file():
+                api.segment(images, src / "segmented", model=DATA / f"{preset}.safetensors", classifier="none")
+            truth = pd.read_csv(src / "objects_truth.csv")
+            for img in images:
+                tc = {int(r.label): str(r["class"]) for _, r in truth[truth.image == img.stem].iterrows()}
+                pred_labels = src / "segmented" / f"{img.stem}_labels.tif"
+                true = read_labels(src / "masks" / img.name)
+                kinds = [("s", read_labels(pred_labels), classes_from_truth(read_labels(pred_labels), true, tc))]
+                if seed == true_seed:
+                    kinds.append(("t", *merge_touching(true, tc, rng, 0.5)))
+                for tag, lab, classes in kinds:
+                    name = f"{img.stem}_{tag}"
+                    shutil.copyfile(img, dst / "images" / f"{name}.tif")
+                    tifffile.imwrite(dst / "labels" / f"{name}.tif", lab, compression="zlib")
+                    rows += [(name, k, c) for k, c in sorted(classes.items())]
+        pd.DataFrame(rows, columns=["image", "label", "class"]).to_csv(dst / "classes.csv", index=False)
+        return dst
+
+    return layout(work / "cls-train", spec["segmented"], spec["true"]), layout(work / "cls-val", [spec["val"]], None)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("preset", choices=sorted(SETUP))
@@ -116,15 +178,20 @@ def main() -> None:
         )
         print(json.dumps(_finalise(rep.model, DATA / f"{args.preset}.safetensors", args.preset, st["seg_text"], data_text, script, seg_extra)), flush=True)
     if args.only in (None, "cls") and st["cls"] is not None:
+        if "cls_data" in st:
+            tr, va = _segmenter_objects(work, args.preset, st["cls_data"])
+            data, cls_images, cls_labels, cls_val = tr / "classes.csv", tr / "images", tr / "labels", va
+        else:
+            data, cls_images, cls_labels, cls_val = work / "train/objects_truth.csv", work / "train/images", work / "train/masks", work / "val"
         rep = api.train_classification(
-            work / "cls", data=work / "train/objects_truth.csv", images=work / "train/images", labels=work / "train/masks", level="object",
-            val_dir=str(work / "val"), seed=0, time_limit_min=args.cls_minutes, name=f"{args.preset}-classes", progress=log, **st["cls"],
+            work / "cls", data=data, images=cls_images, labels=cls_labels, level="object",
+            val_dir=str(cls_val), seed=0, time_limit_min=args.cls_minutes, name=f"{args.preset}-classes", progress=log, **st["cls"],
         )
-        print(json.dumps(_finalise(rep.model, DATA / f"{args.preset}_classes.safetensors", f"{args.preset}-classes", st["cls_text"], data_text, script)), flush=True)
+        print(json.dumps(_finalise(rep.model, DATA / f"{args.preset}_classes.safetensors", f"{args.preset}-classes", st["cls_text"], st.get("cls_data_text", data_text), script)), flush=True)
     if args.only == "cards":
         print(json.dumps(_finalise(work / "seg/model.safetensors", DATA / f"{args.preset}.safetensors", args.preset, st["seg_text"], data_text, script, seg_extra)), flush=True)
         if st["cls"] is not None:
-            print(json.dumps(_finalise(work / "cls/model.safetensors", DATA / f"{args.preset}_classes.safetensors", f"{args.preset}-classes", st["cls_text"], data_text, script)), flush=True)
+            print(json.dumps(_finalise(work / "cls/model.safetensors", DATA / f"{args.preset}_classes.safetensors", f"{args.preset}-classes", st["cls_text"], st.get("cls_data_text", data_text), script)), flush=True)
     if args.only in (None, "sample"):
         tmp = work / "sample"
         api.synth(args.preset, 1, tmp, size=1024, seed=sample_seed)

@@ -35,6 +35,11 @@ DATA = Path(__file__).parent / "data"
 PHASES = ("interphase", "prophase", "prometaphase", "metaphase", "anaphase", "telophase", "apoptosis")
 MITOTIC = ("prophase", "prometaphase", "metaphase", "anaphase", "telophase")
 NORMAL_CHROMOSOMES = 46
+#: how many chromosomes one object of each chromosome class holds: the segmenter can merge two touching or
+#: crossing chromosomes into one object (``chromosome_pair``) or cut one in two (the smaller part is a
+#: ``chromosome_piece``, its larger part stays a ``chromosome``); the classifier names these, so the count
+#: per spread stays right where the instances are not
+CHROMOSOME_WEIGHTS = {"chromosome": 1, "chromosome_pair": 2, "chromosome_piece": 0}
 
 
 @dataclass(frozen=True)
@@ -133,13 +138,17 @@ def classifier_path(name: str) -> Path:
 def derived_counts(row: dict, classes) -> dict:
     """``row`` (a ``counts.csv`` row with ``n_<class>`` columns) with the columns the class vocabulary implies:
 
-    * a ``chromosome`` class: ``count_is_46`` (True when the spread holds exactly 46 chromosomes);
+    * a ``chromosome`` class: ``n_chromosome`` becomes the number of *chromosomes* (with the classes
+      ``chromosome_pair`` and ``chromosome_piece``: singles + 2 x pairs, pieces not counted, see
+      :data:`CHROMOSOME_WEIGHTS`; ``n_chromosome_pair`` / ``n_chromosome_piece`` stay object counts) and
+      ``count_is_46`` (True when the spread holds exactly 46 chromosomes);
     * the mitosis phases: ``mitotic_index`` = objects in prophase..telophase / all objects (0 without objects).
     """
     classes = list(classes)
     out = dict(row)
     if "chromosome" in classes:
-        out["count_is_46"] = int(row.get("n_chromosome", 0)) == NORMAL_CHROMOSOMES
+        out["n_chromosome"] = sum(w * int(row.get(f"n_{c}", 0)) for c, w in CHROMOSOME_WEIGHTS.items() if c in classes)
+        out["count_is_46"] = out["n_chromosome"] == NORMAL_CHROMOSOMES
     if any(c in classes for c in MITOTIC):
         n = int(row.get("n_objects", 0))
         mitotic = sum(int(row.get(f"n_{c}", 0)) for c in MITOTIC)

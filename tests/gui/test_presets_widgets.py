@@ -6,6 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from napari_impc_dl.presets import CHROMOSOME_WEIGHTS
+
 from test_segment_widget import click, open_segment
 
 PLUGIN = "napari-impc-dl"
@@ -30,10 +32,11 @@ def test_chromosomes_preset_segments_classifies_counts_and_exports(make_napari_v
     click(qtbot, seg.run_button)
     wait_idle(seg, 120)
     f = viewer.layers["spread labels"].features
-    assert {"class", "p_chromosome", "p_nucleus", "p_debris"} <= set(f.columns) and set(f["class"]) <= {"chromosome", "nucleus", "debris"}
+    five = {"chromosome", "chromosome_pair", "chromosome_piece", "nucleus", "debris"}
+    assert {f"p_{c}" for c in five} | {"class"} <= set(f.columns) and set(f["class"]) <= five
     text = seg.count.text()
     assert "chromosome" in text and "46" in text
-    n = int((f["class"] == "chromosome").sum())
+    n = int(sum(CHROMOSOME_WEIGHTS.get(c, 0) for c in f["class"]))  # a merged pair counts two
     assert (n == 46) == ("not 46" not in text)
     # Export: counts.csv carries the preset's columns
     _, exp = viewer.window.add_plugin_dock_widget(PLUGIN, "Export")

@@ -10,6 +10,8 @@ def count_summary(row: dict) -> str:
         shares = [f"{k[9:]} {100 * float(v):.1f} %" for k, v in row.items() if k.startswith("fraction_")]
         return f"tissue {int(row['tissue_area_px']):,} px: " + ", ".join(shares)
     by_class = [f"{v:,} {k[2:]}" for k, v in row.items() if k.startswith("n_") and k not in ("n_objects", "n_planes")]
+    if int(row.get("n_chromosome_pair", 0) or 0):  # n_chromosome counts chromosomes, not objects (presets.derived_counts)
+        by_class = [t + " (a pair counts two)" if t.endswith(" chromosome") else t for t in by_class]
     text = f"{int(row['n_objects']):,} objects" + (": " + ", ".join(by_class) if by_class else "")
     if "count_is_46" in row:
         text += " · 46 chromosomes" if row["count_is_46"] else f" · {row.get('n_chromosome', 0)} chromosomes: not 46, check this spread"
