@@ -7,7 +7,8 @@ fibrosis) and a validation set (seed 2100 / 2200 / 2300) from ``napari_impc_dl.a
 ``train`` verb (``api.train_segmentation`` for the U-Net, ``api.train_classification`` at object
 level for the classifier, trained on the true masks; the chromosomes classifier instead on the U-Net's
 own objects of fresh spreads, classed against the truth with ``chromosome_pair`` / ``chromosome_piece``
-for its merges and cuts, see ``napari_impc_dl.training.error_classes``; ``fibrosis`` has a semantic U-Net only, trained
+for its merges and cuts, and the cells classifier on the U-Net's own cells with the phase of the true cell
+under each, see ``napari_impc_dl.training.error_classes``; ``fibrosis`` has a semantic U-Net only, trained
 on class maps with ``classes=background,tissue,fibrosis``); then the best checkpoints are copied into
 ``src/napari_impc_dl/data/`` with an honest card (synthetic data only). The bundled sample image
 (seed 3100 / 3200 / 3300) and its truth are written there too. The evaluation seeds of
@@ -70,6 +71,15 @@ SETUP = {
         "seeds": (1200, 2200, 3200), "n_train": 160, "n_val": 12, "size": 512,
         "seg": {"arch": "mobilenetv3-minimal", "patch": 256, "batch": 8, "lr": 3e-3, "epochs": 15, "patience": 6, "contact_weight": 5.0},
         "cls": {"arch": "mobilenetv3-small", "size": 64, "input": "image+mask", "crop": "bbox", "margin": 0.3, "batch": 64, "lr": 2e-3, "epochs": 40, "patience": 12},
+        # the phase classifier learns on the U-Net's own cells too (a cell it cuts keeps its phase in each part: dividing
+        # cells bigger than the training ones are cut), plus the true cells of the first set
+        "cls_data": {"segmented": [(1210, 120, {}), (1211, 60, {"density": 1.15, "contrast": 0.85, "scale": 1.08})], "true": 1210, "val": (2210, 20, {}), "classes": "majority"},
+        "cls_data_text": (
+            "Synthetic two-channel fluorescence fields only (napari_impc_dl.synthetic.cells, 512x512): the cells the bundled cells U-Net "
+            "finds on 120 fields of dataset seed 1210 and 60 of seed 1211 (density x1.15, contrast x0.85, size x1.08), each given the phase "
+            "of the true cell under most of it (training.error_classes.majority_classes), plus the true cells of the seed-1210 fields. "
+            "Never trained on real microscopy: check it on your cells (and fine-tune on a few annotated ones) before reporting phases."
+        ),
         "data": (
             "Synthetic two-channel fluorescence fields only ({n} 512x512 images of napari_impc_dl.synthetic.cells, dataset seed {seed}): "
             "touching cells (cytoplasm / membrane channel) with a nucleus channel showing the phase (interphase, prophase, prometaphase, "
@@ -109,14 +119,15 @@ def _finalise(src: Path, dst: Path, name: str, text: str, data_text: str, script
 
 def _segmenter_objects(work: Path, preset: str, spec: dict) -> tuple[Path, Path]:
     """Train and validation folders (``images/``, ``labels/``, ``classes.csv``) of the bundled U-Net's own objects on
-    fresh synthetic sets, classed against the truth by :func:`napari_impc_dl.training.error_classes.classes_from_truth`."""
+    fresh synthetic sets, classed against the truth by :mod:`napari_impc_dl.training.error_classes` (``classes_from_truth``
+    for a count, ``majority_classes`` for a phase)."""
     import pandas as pd
 
     from napari_impc_dl.measure.evaluate import read_labels
     import numpy as np
     import tifffile
 
-    from napari_impc_dl.training.error_classes import classes_from_truth, merge_touching
+    from napari_impc_dl.training.error_classes import classes_from_truth, majority_classes, merge_touching
 
     def layout(dst: Path, sets, true_seed) -> Path:
         if (dst / "classes.csv").is_file():
@@ -136,10 +147,11 @@ def _segmenter_objects(work: Path, preset: str, spec: dict) -> tuple[Path, Path]
             for img in images:
                 tc = {int(r.label): str(r["class"]) for _, r in truth[truth.image == img.stem].iterrows()}
                 pred_labels = src / "segmented" / f"{img.stem}_labels.tif"
-                true = read_labels(src / "masks" / img.name)
-                kinds = [("s", read_labels(pred_labels), classes_from_truth(read_labels(pred_labels), true, tc))]
-                if seed == true_seed:
-                    kinds.append(("t", *merge_touching(true, tc, rng, 0.5)))
+                true, pred = read_labels(src / "masks" / img.name), read_labels(pred_labels)
+                if spec.get("classes") == "majority":  # a state of each object (a phase)
+                    kinds = [("s", pred, majority_classes(pred, true, tc))] + ([("t", true, tc)] if seed == true_seed else [])
+                else:  # a count (chromosomes): merged pairs and cut pieces, and more pairs from the truth
+                    kinds = [("s", pred, classes_from_truth(pred, true, tc))] + ([("t", *merge_touching(true, tc, rng, 0.5))] if seed == true_seed else [])
                 for tag, lab, classes in kinds:
                     name = f"{img.stem}_{tag}"
                     shutil.copyfile(img, dst / "images" / f"{name}.tif")

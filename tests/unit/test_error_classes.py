@@ -58,3 +58,16 @@ def test_merge_touching_makes_pairs_of_touching_counted_objects_only():
     assert (merged[6:10, 2:20] == 1).all() and set(np.unique(merged)) == {0, 1, 3, 4}
     same, kept = merge_touching(lab, classes, np.random.default_rng(0), share=0.0)
     assert kept == classes and (same == lab).all()
+
+
+def test_majority_classes_keep_the_phase_of_a_cut_cell_and_skip_background_objects():
+    from napari_impc_dl.training.error_classes import majority_classes
+
+    true = np.zeros((20, 40), np.int32)
+    true[2:18, 2:20] = 1   # an anaphase cell, cut in two by the segmenter
+    true[2:18, 22:38] = 2  # an interphase cell
+    pred = np.zeros_like(true)
+    pred[2:18, 2:11], pred[2:18, 11:21] = 1, 2  # the two parts (the second reaches one column past the cell)
+    pred[2:18, 22:38] = 3
+    pred[0:2, 0:4] = 4  # on the background
+    assert majority_classes(pred, true, {1: "anaphase", 2: "interphase"}) == {1: "anaphase", 2: "anaphase", 3: "interphase"}

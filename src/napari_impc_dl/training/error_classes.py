@@ -16,6 +16,7 @@ that covers at least ``min_cover`` of it). :data:`napari_impc_dl.presets.CHROMOS
 classes back into a count.
 
     classes_from_truth(pred, true, true_classes)        {pred label: class}
+    majority_classes(pred, true, true_classes)          {pred label: class of the true object under most of it}
     merge_touching(labels, classes, rng, share)         true labels with touching pairs merged: more pair examples
 """
 
@@ -59,6 +60,21 @@ def classes_from_truth(
             best = max(by_class, key=by_class.get) if by_class else None
             out[p] = false_class if best is None else (f"{counted}_piece" if best == counted else best)
     return out
+
+
+def majority_classes(pred: np.ndarray, true: np.ndarray, true_classes: dict[int, str]) -> dict[int, str]:
+    """``{predicted label: class}``: the class of the true object that covers most of each predicted object, for
+    classes that are a state of the object (a mitosis phase), not a count: a cell the segmenter cut keeps its
+    phase in each part. Predicted objects on the background (no true object under them) are left out."""
+    pred = np.asarray(pred).astype(np.int64, copy=False)
+    true = np.asarray(true).astype(np.int64, copy=False)
+    if pred.shape != true.shape:
+        raise ValueError(f"predicted labels {pred.shape} and true labels {true.shape} differ in shape")
+    n_p, n_t = int(pred.max()) + 1, int(true.max()) + 1
+    both = (pred > 0) & (true > 0)
+    overlap = np.bincount(pred[both] * n_t + true[both], minlength=n_p * n_t).reshape(n_p, n_t)
+    best = overlap.argmax(1)
+    return {p: true_classes[int(best[p])] for p in range(1, n_p) if overlap[p, best[p]] > 0 and int(best[p]) in true_classes}
 
 
 def touching_pairs(labels: np.ndarray, keep=None) -> set[tuple[int, int]]:
