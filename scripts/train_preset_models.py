@@ -7,8 +7,7 @@ fibrosis) and a validation set (seed 2100 / 2200 / 2300) from ``napari_impc_dl.a
 ``train`` verb (``api.train_segmentation`` for the U-Net, ``api.train_classification`` at object
 level for the classifier, trained on the true masks; the chromosomes classifier instead on the U-Net's
 own objects of fresh spreads, classed against the truth with ``chromosome_pair`` / ``chromosome_piece``
-for its merges and cuts, and the cells classifier on the U-Net's own cells with the phase of the true cell
-under each, see ``napari_impc_dl.training.error_classes``; ``fibrosis`` has a semantic U-Net only, trained
+for its merges and cuts, see ``napari_impc_dl.training.error_classes``; ``fibrosis`` has a semantic U-Net only, trained
 on class maps with ``classes=background,tissue,fibrosis``); then the best checkpoints are copied into
 ``src/napari_impc_dl/data/`` with an honest card (synthetic data only). The bundled sample image
 (seed 3100 / 3200 / 3300) and its truth are written there too. The evaluation seeds of
@@ -45,16 +44,19 @@ SETUP = {
         # fresh spreads, plus the true objects of the first set with half of its touching pairs merged (more pair
         # examples); validation on the U-Net's objects of a set of its own. A fixed 112 px window (not the bounding
         # box) keeps the scale, so a pair's double width shows.
-        "cls_data": {"segmented": [(1110, 120, {}), (1111, 60, {"density": 1.15, "contrast": 0.85, "scale": 1.08})], "true": 1110, "val": (2110, 20, {})},
+        "cls_data": {"segmented": [(1110, 120, {}), (1111, 60, {"density": 1.15, "contrast": 0.85, "scale": 1.08}), (1112, 120, {}),
+                                (1113, 80, {"density": 0.9, "contrast": 1.15, "scale": 0.92})], "true": 1110, "val": (2110, 20, {})},
         "data": (
             "Synthetic Giemsa-stained metaphase spreads only ({n} 768x768 images of napari_impc_dl.synthetic.chromosomes, dataset seed {seed}): "
             "46 chromosomes (or aneuploid 44-48, or partial spreads) with human karyotype lengths and centromere positions, G-band-like texture, "
             "touching and crossing pairs, 0-3 interphase nuclei, debris and stain blobs, uneven light, blur and noise. "
             "Never trained on real microscopy: check it on your spreads (and fine-tune on a few annotated ones) before reporting counts."
         ),
+        "cls_minutes": 16.0,
         "cls_data_text": (
             "Synthetic Giemsa-stained metaphase spreads only (napari_impc_dl.synthetic.chromosomes, 768x768): the objects the bundled "
-            "chromosomes U-Net finds on 120 spreads of dataset seed 1110 and 60 of seed 1111 (density x1.15, contrast x0.85, size x1.08), "
+            "chromosomes U-Net finds on 120 spreads of dataset seed 1110, 60 of seed 1111 (density x1.15, contrast x0.85, size x1.08), "
+            "120 of seed 1112 and 80 of seed 1113 (density x0.9, contrast x1.15, size x0.92), "
             "classed against the truth (training.error_classes: merged pairs, pieces of cut chromosomes), plus the true objects of the seed-1110 "
             "spreads with half of their touching chromosome pairs merged. Never trained on real microscopy: check it on your spreads "
             "(and fine-tune on a few annotated ones) before reporting counts."
@@ -74,6 +76,7 @@ SETUP = {
         # the phase classifier learns on the U-Net's own cells too (a cell it cuts keeps its phase in each part: dividing
         # cells bigger than the training ones are cut), plus the true cells of the first set
         "cls_data": {"segmented": [(1210, 120, {}), (1211, 60, {"density": 1.15, "contrast": 0.85, "scale": 1.08})], "true": 1210, "val": (2210, 20, {}), "classes": "majority"},
+        "cls_minutes": 18.0,
         "cls_data_text": (
             "Synthetic two-channel fluorescence fields only (napari_impc_dl.synthetic.cells, 512x512): the cells the bundled cells U-Net "
             "finds on 120 fields of dataset seed 1210 and 60 of seed 1211 (density x1.15, contrast x0.85, size x1.08), each given the phase "
@@ -120,7 +123,7 @@ def _finalise(src: Path, dst: Path, name: str, text: str, data_text: str, script
 def _segmenter_objects(work: Path, preset: str, spec: dict) -> tuple[Path, Path]:
     """Train and validation folders (``images/``, ``labels/``, ``classes.csv``) of the bundled U-Net's own objects on
     fresh synthetic sets, classed against the truth by :mod:`napari_impc_dl.training.error_classes` (``classes_from_truth``
-    for a count, ``majority_classes`` for a phase)."""
+    for a count; with ``"classes": "majority"`` in ``cls_data``, ``majority_classes`` for a state such as a phase)."""
     import pandas as pd
 
     from napari_impc_dl.measure.evaluate import read_labels
@@ -168,7 +171,7 @@ def main() -> None:
     ap.add_argument("preset", choices=sorted(SETUP))
     ap.add_argument("--work", type=Path, default=None, help="folder for the data and training runs (default: a temporary one)")
     ap.add_argument("--seg-minutes", type=float, default=19.0)
-    ap.add_argument("--cls-minutes", type=float, default=6.0)
+    ap.add_argument("--cls-minutes", type=float, default=None, help="the classifier's time limit (default: the preset's, 6 minutes unless SETUP says)")
     ap.add_argument("--only", choices=["seg", "cls", "sample", "cards"], default=None, help="one step; 'cards' re-copies the trained models of --work with their cards")
     args = ap.parse_args()
     st = SETUP[args.preset]
@@ -197,7 +200,7 @@ def main() -> None:
             data, cls_images, cls_labels, cls_val = work / "train/objects_truth.csv", work / "train/images", work / "train/masks", work / "val"
         rep = api.train_classification(
             work / "cls", data=data, images=cls_images, labels=cls_labels, level="object",
-            val_dir=str(cls_val), seed=0, time_limit_min=args.cls_minutes, name=f"{args.preset}-classes", progress=log, **st["cls"],
+            val_dir=str(cls_val), seed=0, time_limit_min=args.cls_minutes or st.get("cls_minutes", 6.0), name=f"{args.preset}-classes", progress=log, **st["cls"],
         )
         print(json.dumps(_finalise(rep.model, DATA / f"{args.preset}_classes.safetensors", f"{args.preset}-classes", st["cls_text"], st.get("cls_data_text", data_text), script)), flush=True)
     if args.only == "cards":
