@@ -25,17 +25,24 @@ from __future__ import annotations
 import numpy as np
 
 
-def classes_from_truth(
-    pred: np.ndarray, true: np.ndarray, true_classes: dict[int, str], *, counted: str = "chromosome", false_class: str = "debris", min_cover: float = 0.3
-) -> dict[int, str]:
-    """``{predicted label: class}`` for every object of ``pred`` (see the module's docstring)."""
+def _overlap(pred, true) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(pred, true, overlap)``: both label images as int64 and ``overlap[p, t]``, the pixels predicted object ``p``
+    shares with true object ``t`` (row and column 0: background)."""
     pred = np.asarray(pred).astype(np.int64, copy=False)
     true = np.asarray(true).astype(np.int64, copy=False)
     if pred.shape != true.shape:
         raise ValueError(f"predicted labels {pred.shape} and true labels {true.shape} differ in shape")
     n_p, n_t = int(pred.max()) + 1, int(true.max()) + 1
     both = (pred > 0) & (true > 0)
-    overlap = np.bincount(pred[both] * n_t + true[both], minlength=n_p * n_t).reshape(n_p, n_t)
+    return pred, true, np.bincount(pred[both] * n_t + true[both], minlength=n_p * n_t).reshape(n_p, n_t)
+
+
+def classes_from_truth(
+    pred: np.ndarray, true: np.ndarray, true_classes: dict[int, str], *, counted: str = "chromosome", false_class: str = "debris", min_cover: float = 0.3
+) -> dict[int, str]:
+    """``{predicted label: class}`` for every object of ``pred`` (see the module's docstring)."""
+    pred, true, overlap = _overlap(pred, true)
+    n_p, n_t = overlap.shape
     p_size = np.bincount(pred.ravel(), minlength=n_p)
     t_size = np.bincount(true.ravel(), minlength=n_t)
     held = np.zeros(n_p, np.int64)
@@ -66,15 +73,9 @@ def majority_classes(pred: np.ndarray, true: np.ndarray, true_classes: dict[int,
     """``{predicted label: class}``: the class of the true object that covers most of each predicted object, for
     classes that are a state of the object (a mitosis phase), not a count: a cell the segmenter cut keeps its
     phase in each part. Predicted objects on the background (no true object under them) are left out."""
-    pred = np.asarray(pred).astype(np.int64, copy=False)
-    true = np.asarray(true).astype(np.int64, copy=False)
-    if pred.shape != true.shape:
-        raise ValueError(f"predicted labels {pred.shape} and true labels {true.shape} differ in shape")
-    n_p, n_t = int(pred.max()) + 1, int(true.max()) + 1
-    both = (pred > 0) & (true > 0)
-    overlap = np.bincount(pred[both] * n_t + true[both], minlength=n_p * n_t).reshape(n_p, n_t)
+    _, _, overlap = _overlap(pred, true)
     best = overlap.argmax(1)
-    return {p: true_classes[int(best[p])] for p in range(1, n_p) if overlap[p, best[p]] > 0 and int(best[p]) in true_classes}
+    return {p: true_classes[int(best[p])] for p in range(1, overlap.shape[0]) if overlap[p, best[p]] > 0 and int(best[p]) in true_classes}
 
 
 def touching_pairs(labels: np.ndarray, keep=None) -> set[tuple[int, int]]:
