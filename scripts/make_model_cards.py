@@ -61,7 +61,8 @@ def card_md(path: Path, preset: str, role: str, figures: dict) -> str:
         crop = spec.crop
         parts = f"{spec.image_channels} image + mask" if spec.crop is not None and arch.in_channels > spec.image_channels else f"{spec.image_channels} image"
         lines.append(f"- **Network**: timm `{arch.encoder}` classifier, {arch.in_channels} input channels ({parts}), {spec.input_size} px input")
-        how = f"crop: {crop.mode}, margin {crop.margin}, network sees {crop.input}" if crop is not None else f"the whole picture resized to {spec.input_size} px"
+        window = f"fixed {crop.side} px window" if crop is not None and crop.mode == "fixed" else f"bbox, margin {crop.margin}" if crop is not None else ""
+        how = f"crop: {window}, network sees {crop.input}" if crop is not None else f"the whole picture resized to {spec.input_size} px"
         lines.append(f"- **Classes**: {', '.join(spec.classes)} ({spec.level} level; {how})")
     elif card.task == "semantic":
         sem = card.semantic
