@@ -124,12 +124,11 @@ def _segmenter_objects(work: Path, preset: str, spec: dict) -> tuple[Path, Path]
     """Train and validation folders (``images/``, ``labels/``, ``classes.csv``) of the bundled U-Net's own objects on
     fresh synthetic sets, classed against the truth by :mod:`napari_impc_dl.training.error_classes` (``classes_from_truth``
     for a count; with ``"classes": "majority"`` in ``cls_data``, ``majority_classes`` for a state such as a phase)."""
-    import pandas as pd
-
-    from napari_impc_dl.measure.evaluate import read_labels
     import numpy as np
+    import pandas as pd
     import tifffile
 
+    from napari_impc_dl.measure.evaluate import read_labels
     from napari_impc_dl.training.error_classes import classes_from_truth, majority_classes, merge_touching
 
     def layout(dst: Path, sets, true_seed) -> Path:
@@ -146,9 +145,9 @@ def _segmenter_objects(work: Path, preset: str, spec: dict) -> tuple[Path, Path]
             images = sorted((src / "images").glob("*.tif"))
             if not (src / "segmented" / "objects.csv").is_file():
                 api.segment(images, src / "segmented", model=DATA / f"{preset}.safetensors", classifier="none")
-            truth = pd.read_csv(src / "objects_truth.csv")
+            truth = {name: dict(zip(g["label"].astype(int), g["class"].astype(str))) for name, g in pd.read_csv(src / "objects_truth.csv").groupby("image")}
             for img in images:
-                tc = {int(r.label): str(r["class"]) for _, r in truth[truth.image == img.stem].iterrows()}
+                tc = truth.get(img.stem, {})
                 pred_labels = src / "segmented" / f"{img.stem}_labels.tif"
                 true, pred = read_labels(src / "masks" / img.name), read_labels(pred_labels)
                 if spec.get("classes") == "majority":  # a state of each object (a phase)

@@ -26,43 +26,40 @@ import numpy as np
 
 
 def _overlap(pred, true) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(pred, true, overlap)``: both label images as int64 and ``overlap[p, t]``, the pixels predicted object ``p``
-    shares with true object ``t`` (row and column 0: background)."""
-    pred = np.asarray(pred).astype(np.int64, copy=False)
-    true = np.asarray(true).astype(np.int64, copy=False)
-    if pred.shape != true.shape:
-        raise ValueError(f"predicted labels {pred.shape} and true labels {true.shape} differ in shape")
-    n_p, n_t = int(pred.max()) + 1, int(true.max()) + 1
-    both = (pred > 0) & (true > 0)
-    return pred, true, np.bincount(pred[both] * n_t + true[both], minlength=n_p * n_t).reshape(n_p, n_t)
+    """``(overlap, pred_size, true_size)`` indexed by label id: ``overlap[p, t]`` is the pixels predicted object ``p``
+    shares with true object ``t`` (row and column 0 stay empty), from :func:`~napari_impc_dl.measure.matching.overlap_table`."""
+    from ..measure.matching import overlap_table
+
+    if np.shape(pred) != np.shape(true):
+        raise ValueError(f"predicted labels {np.shape(pred)} and true labels {np.shape(true)} differ in shape")
+    t_ids, t_area, p_ids, p_area, ti, pi, inter = overlap_table(pred, true)
+    p_size = np.zeros(int(p_ids.max(initial=0)) + 1, np.int64)
+    t_size = np.zeros(int(t_ids.max(initial=0)) + 1, np.int64)
+    p_size[p_ids], t_size[t_ids] = p_area, t_area
+    overlap = np.zeros((p_size.size, t_size.size), np.int64)
+    overlap[p_ids[pi], t_ids[ti]] = inter
+    return overlap, p_size, t_size
 
 
 def classes_from_truth(
     pred: np.ndarray, true: np.ndarray, true_classes: dict[int, str], *, counted: str = "chromosome", false_class: str = "debris", min_cover: float = 0.3
 ) -> dict[int, str]:
     """``{predicted label: class}`` for every object of ``pred`` (see the module's docstring)."""
-    pred, true, overlap = _overlap(pred, true)
-    n_p, n_t = overlap.shape
-    p_size = np.bincount(pred.ravel(), minlength=n_p)
-    t_size = np.bincount(true.ravel(), minlength=n_t)
-    held = np.zeros(n_p, np.int64)
-    for t in range(1, n_t):
-        if t_size[t] and true_classes.get(t) == counted:
-            p = int(overlap[:, t].argmax())
-            if p and overlap[p, t] >= min_cover * t_size[t]:
-                held[p] += 1
+    overlap, p_size, t_size = _overlap(pred, true)
+    ts = np.array([t for t, c in true_classes.items() if c == counted and 0 < t < t_size.size and t_size[t]], np.int64)
+    holder = overlap[:, ts].argmax(0)  # the predicted object covering most of each counted true object
+    ok = (holder > 0) & (overlap[holder, ts] >= min_cover * t_size[ts])
+    held = np.bincount(holder[ok], minlength=p_size.size)
     out: dict[int, str] = {}
-    for p in range(1, n_p):
-        if not p_size[p]:
-            continue
+    for p in np.flatnonzero(p_size).tolist():
         if held[p] >= 2:
             out[p] = f"{counted}_pair"
         elif held[p] == 1:
             out[p] = counted
         else:
             by_class: dict[str, int] = {}
-            for t in np.nonzero(overlap[p])[0]:
-                c = true_classes.get(int(t), false_class)
+            for t in np.flatnonzero(overlap[p]).tolist():
+                c = true_classes.get(t, false_class)
                 by_class[c] = by_class.get(c, 0) + int(overlap[p, t])
             best = max(by_class, key=by_class.get) if by_class else None
             out[p] = false_class if best is None else (f"{counted}_piece" if best == counted else best)
@@ -73,7 +70,7 @@ def majority_classes(pred: np.ndarray, true: np.ndarray, true_classes: dict[int,
     """``{predicted label: class}``: the class of the true object that covers most of each predicted object, for
     classes that are a state of the object (a mitosis phase), not a count: a cell the segmenter cut keeps its
     phase in each part. Predicted objects on the background (no true object under them) are left out."""
-    _, _, overlap = _overlap(pred, true)
+    overlap, _, _ = _overlap(pred, true)
     best = overlap.argmax(1)
     return {p: true_classes[int(best[p])] for p in range(1, overlap.shape[0]) if overlap[p, best[p]] > 0 and int(best[p]) in true_classes}
 
@@ -81,17 +78,15 @@ def majority_classes(pred: np.ndarray, true: np.ndarray, true_classes: dict[int,
 def touching_pairs(labels: np.ndarray, keep=None) -> set[tuple[int, int]]:
     """Pairs ``(a, b)``, ``a < b``, of labels that touch (8-connected); only labels in ``keep`` when given."""
     lab = np.asarray(labels)
-    pairs: set[tuple[int, int]] = set()
     H, W = lab.shape
+    found = []
     for dy, dx in ((0, 1), (1, 0), (1, 1), (1, -1)):
         a = lab[: H - dy, max(0, -dx) : W - max(0, dx)]
         b = lab[dy:, max(0, dx) : W - max(0, -dx)]
         hit = (a != b) & (a > 0) & (b > 0)
-        for u, v in zip(a[hit].tolist(), b[hit].tolist()):
-            pairs.add((min(u, v), max(u, v)))
-    if keep is not None:
-        pairs = {(u, v) for u, v in pairs if u in keep and v in keep}
-    return pairs
+        found.append(np.stack([np.minimum(a[hit], b[hit]), np.maximum(a[hit], b[hit])], 1))
+    pairs = {(int(u), int(v)) for u, v in np.unique(np.concatenate(found), axis=0)}
+    return pairs if keep is None else {(u, v) for u, v in pairs if u in keep and v in keep}
 
 
 def merge_touching(labels: np.ndarray, classes: dict[int, str], rng: np.random.Generator, share: float = 0.5, *, counted: str = "chromosome") -> tuple[np.ndarray, dict[int, str]]:
