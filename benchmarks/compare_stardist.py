@@ -11,13 +11,17 @@ What it measures
 ----------------
 Three methods on the same held-out images:
 
-* **ours-trained**: our trainer (``api.train_segmentation``) from scratch, the bundled starter's architecture
-  (U-Net, ``mobilenetv3-minimal`` encoder, trainer defaults otherwise: patch 256, batch 8, AdamW 3e-4, cosine),
+* **ours-trained**: our trainer (``api.train_segmentation``, what the ``train`` verb runs) from scratch with the
+  recipe of every bundled starter (``OUR_RECIPE``: U-Net, ``mobilenetv3-minimal`` encoder, patch 128, batch 8,
+  AdamW peak 3e-3, cosine; the trainer's default 3e-4 suits fine-tuning, not a network started from random weights),
   stopped by its own wall-clock limit (``time_limit_min`` = ``--minutes``; per-epoch validation inside it).
   So that the cosine schedule ends at the budget rather than being cut mid-way, a 3-epoch calibration run
   (not counted in the budget, reported as ``calibration_s``) measures the seconds per epoch and sets
   ``epochs`` = 1.05 x budget / that (so the limit, not the count, ends it); ``patience`` 0 (no early stop:
-  the whole budget is used). Default instance thresholds of the card (foreground 0.5, seeds 0.5), none tuned.
+  the whole budget is used). The trainer's default augmentations (flips, 90° turns, gamma / gain / offset, noise,
+  blur, uneven illumination) and, after the budget, its threshold search on the validation images (foreground
+  and seed thresholds by F1@0.5, stored in the card: the counterpart of StarDist's ``optimize_thresholds``, not
+  counted in the budget either).
 * **ours-starter**: the bundled ``nuclei`` preset (``api.load_model("nuclei")``), as shipped (trained on
   480 other synthetic images, seed 1000), no training here.
 * **stardist**: ``StarDist2D`` (n_rays 32, grid (2, 2), patch 256², batch 4, 100 steps per epoch,
@@ -50,6 +54,9 @@ both): ours = the whole ``napari-impc-dl segment`` CLI process (wall clock: star
 postprocessing, labels + tables written), with the bundled preset and with the model trained here;
 StarDist = ``predict_instances`` with ``n_tiles`` from StarDist's own guess (in-process time, normalisation
 included) and the wall time of its whole process. The ratio is StarDist / ours.
+
+``--reuse ours stardist`` scores the models an earlier run left in ``--workdir`` without training them again (to
+score a retrained bundled starter against the same trained models); ``--reuse stardist`` trains ours again only.
 
 Output: a table on stderr; the last line on stdout is one JSON object with every figure. Work files stay in
 ``--workdir`` (default ``/tmp/compare_stardist_work``; each run replaces the models there).
@@ -84,6 +91,8 @@ TRAIN_SEED = 11
 SETS = ["fresh", "small", "large", "crowded", "dim", "blur", "background", "clustered", "defocus"]
 SET_SEED = {name: 500 + k for k, name in enumerate(SETS)}
 METHODS = ["ours-trained", "ours-starter", "stardist"]
+#: our trainer's settings for a network trained from scratch (those of scripts/train_starter_model.py)
+OUR_RECIPE = {"arch": "mobilenetv3-minimal", "patch": 128, "batch": 8, "lr": 3e-3}
 
 
 def log(msg: str) -> None:
@@ -234,7 +243,7 @@ def training_data(work: Path, n: int) -> tuple[Path, list[str], list[str]]:
 def train_ours(work: Path, data: Path, minutes: float, epochs: int | None, quick: bool) -> dict:
     from napari_impc_dl import api
 
-    common = dict(images=data / "images", masks=data / "masks", arch="mobilenetv3-minimal", device="cpu", patience=0)
+    common = dict(images=data / "images", masks=data / "masks", device="cpu", patience=0, **OUR_RECIPE)
     calib_s = 0.0
     if epochs is None:
         cdir = work / "ours_calibration"
@@ -262,8 +271,8 @@ def train_ours(work: Path, data: Path, minutes: float, epochs: int | None, quick
     loop_s = sum(h["seconds"] for h in r.history)
     return {
         "model_dir": str(mdir), "epochs_planned": epochs, "epochs": len(r.history), "steps": int(sum(h["steps"] for h in r.history)),
-        "steps_per_epoch": int(r.history[0]["steps"]) if r.history else 0, "batch": 8, "best_epoch": r.best_epoch,
-        "stopped": r.stopped, "budget_s": minutes * 60, "loop_s": round(loop_s, 1), "train_call_s": round(total, 1),
+        "steps_per_epoch": int(r.history[0]["steps"]) if r.history else 0, "best_epoch": r.best_epoch,
+        "recipe": OUR_RECIPE, "stopped": r.stopped, "budget_s": minutes * 60, "loop_s": round(loop_s, 1), "train_call_s": round(total, 1),
         "calibration_s": round(calib_s, 1), "samples_per_s": round(r.samples_per_s, 2),
         "val": {k: round(float(v), 4) for k, v in r.metrics.items() if isinstance(v, (int, float))}, "load_before": load0, "load_after": load(),
     }
@@ -391,6 +400,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="smoke run: 0.5 min per side, 16 training images, 2 per set, 1024² timing")
     ap.add_argument("--skip-train-ours", action="store_true")
     ap.add_argument("--skip-stardist", action="store_true")
+    ap.add_argument("--reuse", nargs="+", choices=["ours", "stardist"], default=[], help="score these sides' models already trained in --workdir (no training; their training figures are read back)")
     args = ap.parse_args()
     if args.quick:
         args.minutes = min(args.minutes, 0.5)
@@ -421,19 +431,30 @@ def main() -> None:
 
     # ---- training, one side after the other
     ours_model = None
-    if not args.skip_train_ours:
+    sd_model = work / "stardist_model"
+    records = {"ours_training": work / "ours_training.record.json", "stardist_training": work / "stardist_training.record.json"}
+    for side_name in args.reuse:
+        key = f"{side_name}_training"
+        if not records[key].is_file():
+            raise SystemExit(f"--reuse {side_name}: {records[key]} is missing; run once without --reuse to train that side")
+        res[key] = {**json.loads(records[key].read_text()), "reused": True}
+        log(f"reusing {side_name}'s trained model in {work}")
+    if "ours" in args.reuse and not args.skip_train_ours:
+        ours_model = Path(res["ours_training"]["model_dir"])
+    if not args.skip_train_ours and "ours" not in args.reuse:
         log(f"ours: training from scratch, {args.minutes:g} min")
         res["ours_training"] = train_ours(work, data, args.minutes, args.our_epochs, args.quick)
+        records["ours_training"].write_text(json.dumps(res["ours_training"]))
         ours_model = Path(res["ours_training"]["model_dir"])
         log(f"ours: {res['ours_training']['epochs']} epochs, {res['ours_training']['steps']} steps, stopped: {res['ours_training']['stopped']}")
-    sd_model = work / "stardist_model"
-    if not args.skip_stardist:
+    if not args.skip_stardist and "stardist" not in args.reuse:
         shutil.rmtree(sd_model, ignore_errors=True)
         log(f"stardist: training, {args.minutes:g} min (+ optimize_thresholds)")
         l0 = load()
         t, wall = side(venv, work, "train", "--data", str(work / "stardist_train.npz"), "--model", str(sd_model), "--minutes", str(args.minutes),
                        "--steps", str(args.stardist_steps), timeout=args.minutes * 60 * 3 + 1200)
         res["stardist_training"] = {**{k: v for k, v in t.items() if k != "versions"}, "process_s": round(wall, 1), "load_before": l0, "load_after": load()}
+        records["stardist_training"].write_text(json.dumps(res["stardist_training"]))
         log(f"stardist: {t['epochs']} epochs, {t['steps']} steps in {t['fit_s']:.0f}s; thresholds {t['thresholds']} in {t['optimize_thresholds_s']:.0f}s")
 
     # ---- scoring

@@ -34,11 +34,14 @@ from napari_impc_dl.models.checkpoint import load_checkpoint, save_checkpoint  #
 
 DATA = ROOT / "src/napari_impc_dl/data"
 
+#: the segmentation augmentations these starters were trained with (the trainer's default before blur and illumination joined it)
+OLD_AUGMENT = ["flips", "rot90", "intensity", "noise"]
+
 #: per preset: dataset seeds, data sizes, the U-Net's and the classifier's training settings, card texts
 SETUP = {
     "chromosomes": {
         "seeds": (1100, 2100, 3100), "n_train": 120, "n_val": 10, "size": 768,
-        "seg": {"arch": "mobilenetv3-minimal", "patch": 256, "batch": 8, "lr": 3e-3, "epochs": 11, "patience": 6, "contact_weight": 5.0},
+        "seg": {"arch": "mobilenetv3-minimal", "patch": 256, "batch": 8, "lr": 3e-3, "epochs": 11, "patience": 6, "contact_weight": 5.0, "augment": OLD_AUGMENT},
         "cls": {"arch": "mobilenetv3-small", "size": 64, "input": "image+mask", "crop": "fixed", "crop_side": 112, "batch": 64, "lr": 2e-3, "epochs": 40, "patience": 8, "balance": "none"},
         # the classifier learns on the U-Net's own objects (merged pairs, cut pieces; see training.error_classes) of
         # fresh spreads, plus the true objects of the first set with half of its touching pairs merged (more pair
@@ -71,7 +74,7 @@ SETUP = {
     },
     "cells": {
         "seeds": (1200, 2200, 3200), "n_train": 160, "n_val": 12, "size": 512,
-        "seg": {"arch": "mobilenetv3-minimal", "patch": 256, "batch": 8, "lr": 3e-3, "epochs": 15, "patience": 6, "contact_weight": 5.0},
+        "seg": {"arch": "mobilenetv3-minimal", "patch": 256, "batch": 8, "lr": 3e-3, "epochs": 15, "patience": 6, "contact_weight": 5.0, "augment": OLD_AUGMENT},
         "cls": {"arch": "mobilenetv3-small", "size": 64, "input": "image+mask", "crop": "bbox", "margin": 0.3, "batch": 64, "lr": 2e-3, "epochs": 40, "patience": 12},
         # the phase classifier learns on the U-Net's own cells too (a cell it cuts keeps its phase in each part: dividing
         # cells bigger than the training ones are cut), plus the true cells of the first set
@@ -96,7 +99,7 @@ SETUP = {
     "fibrosis": {
         "seeds": (1300, 2300, 3300), "n_train": 96, "n_val": 10, "size": 512,
         "seg": {"arch": "mobilenetv3-minimal", "patch": 256, "batch": 8, "lr": 3e-3, "epochs": 30, "patience": 8, "min_foreground": 0.0,
-                "classes": ["background", "tissue", "fibrosis"], "background": ["background"]},
+                "classes": ["background", "tissue", "fibrosis"], "background": ["background"], "augment": OLD_AUGMENT},
         "cls": None,
         "data": (
             "Synthetic H&E-like brightfield tissue only ({n} 512x512 RGB tiles of napari_impc_dl.synthetic.fibrosis, dataset seed {seed}): "

@@ -373,6 +373,8 @@ def _add_train(sub) -> None:
     seg.add_argument("--patch", type=int, default=None, help="training patch side in pixels (default 256)")
     seg.add_argument("--min-foreground", type=float, default=None, help="minimum foreground share of a patch (default 0.02)")
     seg.add_argument("--contact-weight", type=float, default=None, help="extra loss weight where two objects meet (thin or packed touching objects: try 5; default 0)")
+    seg.add_argument("--keep-thresholds", dest="tune_thresholds", action="store_const", const=False, default=None,
+                     help="keep the foreground / seed thresholds (0.5 / 0.5, or those of --from) instead of picking the pair with the best validation F1")
     seg.add_argument("--classes", dest="sem_classes", default=None, metavar="A,B,...", help="semantic segmentation: the masks are class maps, value k = the k-th name (e.g. background,tissue,fibrosis); the model gives a class per pixel and the area fraction of each")
     seg.add_argument("--background", default=None, metavar="A,...", help="semantic: the classes that are not tissue (fractions are of the others; default the first class)")
     cls = ts.add_parser("classification", help="image- or object-level CNN classifier")
@@ -407,7 +409,7 @@ def _add_train(sub) -> None:
         p.add_argument("--device", default=None, help="auto (cuda > mps > cpu), cpu, cuda, cuda:N, mps (default auto)")
         p.add_argument("--seed", type=int, default=None, help="seed of the validation split, the initial weights, the sampling and the augmentations: same seed, same run (default 0)")
         p.add_argument("--channel", type=int, default=None, help="train on this channel of multichannel images")
-        p.add_argument("--augment", nargs="+", default=None, choices=["flips", "rot90", "intensity", "noise", "affine", "elastic"], help="augmentations (default: the task's)")
+        p.add_argument("--augment", nargs="+", default=None, choices=["flips", "rot90", "intensity", "noise", "blur", "illumination", "affine", "elastic"], help="augmentations (default: the task's; segmentation: flips rot90 intensity noise blur illumination)")
         p.add_argument("--name", default=None, help="model name (default: the --out folder's name)")
 
 
@@ -423,7 +425,7 @@ def _run_train(a) -> int:
 
     common = ("from_model", "mode", "epochs", "batch", "lr", "patience", "val_fraction", "val_dir", "time_limit_min", "device", "seed", "augment", "name")
     if a.task == "segmentation":
-        fields = dict((k, getattr(a, k)) for k in common + ("arch", "patch", "min_foreground", "contact_weight"))
+        fields = dict((k, getattr(a, k)) for k in common + ("arch", "patch", "min_foreground", "contact_weight", "tune_thresholds"))
         split = lambda v: [c.strip() for c in v.split(",")] if v is not None else None  # noqa: E731
         fields.update(classes=split(a.sem_classes), background=split(a.background))
     else:

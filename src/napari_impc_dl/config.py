@@ -131,7 +131,7 @@ def _check_device(v: str) -> str:
     raise ValueError("must be auto, cpu, cuda, cuda:N or mps")
 
 
-Augmentation = Literal["flips", "rot90", "intensity", "noise", "affine", "elastic"]
+Augmentation = Literal["flips", "rot90", "intensity", "noise", "blur", "illumination", "affine", "elastic"]
 
 
 class _TrainCommon(_Strict):
@@ -194,6 +194,10 @@ class SegmentationTrainConfig(_TrainCommon):
     contact_weight: float = Field(default=0.0, ge=0.0, le=100.0)
     """Extra loss weight on pixels where two objects meet (``1 + w`` there, see ``training.targets.contact_weights``):
     helps thin or packed touching objects (chromosomes, cells) stay apart; 0 turns it off."""
+    tune_thresholds: bool = True
+    """Instances: after training, pick the foreground and seed thresholds with the best validation F1@0.5 (a grid
+    search on the validation images, as StarDist's ``optimize_thresholds``) and store them in the model's card;
+    ``False`` keeps 0.5 / 0.5 (or those of ``from_model``)."""
     classes: list[str] | None = Field(default=None, min_length=2, max_length=64)
     """Semantic segmentation: the masks are class maps, pixel value ``k`` meaning ``classes[k]`` (e.g.
     ``background, tissue, fibrosis``); the model gives a class per pixel and the area of each. None: instance masks."""

@@ -358,6 +358,7 @@ def train(
     files = [out / "config.json", out / "last.safetensors", out / STATE_FILE]
     model_path = out / "model.safetensors" if (out / "model.safetensors").exists() else None
     metrics: dict = {}
+    instances_report = None
     if model_path is not None:
         from safetensors.torch import load_file
 
@@ -366,7 +367,15 @@ def train(
         last_state = {k: v.clone() for k, v in net.state_dict().items()}
         net.load_state_dict(load_file(str(model_path)))
         net.to(device)
-        metrics = task.validate(net, device, amp_setup(device, config.amp)[0])
+        autocast = amp_setup(device, config.amp)[0]
+        if is_seg and not semantic and config.tune_thresholds:
+            tuned, metrics = task.tune_thresholds(net, device, autocast)
+            thresholds = {"foreground_threshold": tuned.foreground_threshold, "seed_threshold": tuned.seed_threshold}
+            instances_report = {**thresholds, "tuned_on": "validation images (best F1@0.5)",
+                                "before": {"foreground_threshold": task.params.foreground_threshold, "seed_threshold": task.params.seed_threshold}}
+            card_base = card_base.model_copy(update={"instances": card_base.instances.model_copy(update=thresholds)})
+        else:
+            metrics = task.validate(net, device, autocast)
         from ..models.checkpoint import save_checkpoint
 
         save_checkpoint(net, make_card(metrics, result.best_epoch), model_path)
@@ -384,6 +393,8 @@ def train(
         "classes": getattr(task, "classes", None), "samples_per_s": result.samples_per_s, "wait_share": result.wait_share,
         "device": str(device), "transfer": transfer,
     }
+    if instances_report is not None:
+        report["instances"] = instances_report
     files.append(write_json(out / "report.json", report))
     return TrainReport(out, model_path, out / "last.safetensors", result.history, metrics, result.best_epoch, result.stopped,
                        result.samples_per_s, result.wait_share, transfer, files)

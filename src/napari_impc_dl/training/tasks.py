@@ -108,13 +108,11 @@ class SegmentationTask:
         dice = 1 - (2 * (p * fg_t).sum() + 1) / (p.sum() + fg_t.sum() + 1)
         return bce + dice + 2 * F.binary_cross_entropy_with_logits(d_l, d_t, weight=w)
 
-    def validate(self, net, device, autocast) -> dict:
+    def _val_maps(self, net, device, autocast) -> tuple[list[float], list[np.ndarray]]:
+        """The validation loss per image and the model's uint8 probability maps ``(2, H, W)`` per image."""
         import torch
 
-        from ..inference.instances import local_instances
-        from ..measure.matching import match_instances
-
-        losses, f1s, ps, rs, inter, union = [], [], [], [], 0, 0
+        losses, maps = [], []
         net.eval()
         with torch.inference_mode(), autocast():
             for x, gt, t in self.val:
@@ -123,19 +121,53 @@ class SegmentationTask:
                 xp = np.pad(x, ((0, 0), (0, ph), (0, pw)), mode="reflect" if min(h, w) > max(ph, pw) else "edge")
                 logits = net(torch.from_numpy(xp)[None].to(device))[:, :, :h, :w].float()
                 losses.append(float(self.loss(logits, torch.from_numpy(t)[None].to(device))))
-                y8 = (logits.sigmoid()[0] * 255 + 0.5).clamp(0, 255).to(torch.uint8).cpu().numpy()
-                pred, _ = local_instances(y8[0], y8[1], self.params)
-                m = match_instances(pred, gt)
-                f1s.append(m.f1), ps.append(m.precision), rs.append(m.recall)
-                inter += int(np.count_nonzero((pred > 0) & (gt > 0)))
-                union += int(np.count_nonzero((pred > 0) | (gt > 0)))
-        return {
-            "loss": float(np.mean(losses)),
-            "f1": float(np.mean(f1s)),
-            "precision": float(np.mean(ps)),
-            "recall": float(np.mean(rs)),
-            "iou": inter / union if union else 1.0,
-        }
+                maps.append((logits.sigmoid()[0] * 255 + 0.5).clamp(0, 255).to(torch.uint8).cpu().numpy())
+        return losses, maps
+
+    def _score(self, maps: list[np.ndarray], params) -> dict:
+        """F1 / precision / recall at IoU 0.5 (means over the validation images) and foreground IoU under ``params``."""
+        from ..inference.instances import local_instances
+        from ..measure.matching import match_instances
+
+        f1s, ps, rs, inter, union = [], [], [], 0, 0
+        for y8, (_, gt, _) in zip(maps, self.val):
+            pred, _ = local_instances(y8[0], y8[1], params)
+            m = match_instances(pred, gt)
+            f1s.append(m.f1), ps.append(m.precision), rs.append(m.recall)
+            inter += int(np.count_nonzero((pred > 0) & (gt > 0)))
+            union += int(np.count_nonzero((pred > 0) | (gt > 0)))
+        return {"f1": float(np.mean(f1s)), "precision": float(np.mean(ps)), "recall": float(np.mean(rs)), "iou": inter / union if union else 1.0}
+
+    def validate(self, net, device, autocast) -> dict:
+        losses, maps = self._val_maps(net, device, autocast)
+        return {"loss": float(np.mean(losses)), **self._score(maps, self.params)}
+
+    def tune_thresholds(self, net, device, autocast) -> tuple[object, dict]:
+        """The foreground and seed thresholds with the best validation F1@0.5 (StarDist's ``optimize_thresholds``
+        for our two heads): a grid of :data:`FOREGROUND_GRID` x :data:`SEED_GRID` over the validation images' maps
+        (one forward pass each). The current thresholds stay unless another pair beats them by more than
+        :data:`TUNE_MARGIN` (noise on a few images). Returns ``(params, metrics at them)``."""
+        import dataclasses
+
+        losses, maps = self._val_maps(net, device, autocast)
+        best_params, best = self.params, self._score(maps, self.params)
+        p0 = self.params
+        grid = sorted(((fg, seed) for fg in FOREGROUND_GRID for seed in SEED_GRID),  # ties go to the pair nearest the current one
+                      key=lambda fs: (abs(fs[0] - p0.foreground_threshold) + abs(fs[1] - p0.seed_threshold), fs))
+        for fg, seed in grid:
+            params = dataclasses.replace(p0, foreground_threshold=fg, seed_threshold=seed)
+            if params == p0:
+                continue
+            m = self._score(maps, params)
+            if m["f1"] > best["f1"] + TUNE_MARGIN:
+                best_params, best = params, m
+        return best_params, {"loss": float(np.mean(losses)), **best}
+
+
+#: the thresholds :meth:`SegmentationTask.tune_thresholds` tries
+FOREGROUND_GRID = (0.3, 0.4, 0.5, 0.6, 0.7)
+SEED_GRID = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
+TUNE_MARGIN = 0.002
 
 
 class ClassificationTask:
