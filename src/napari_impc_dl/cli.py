@@ -409,7 +409,7 @@ def _add_train(sub) -> None:
         p.add_argument("--device", default=None, help="auto (cuda > mps > cpu), cpu, cuda, cuda:N, mps (default auto)")
         p.add_argument("--seed", type=int, default=None, help="seed of the validation split, the initial weights, the sampling and the augmentations: same seed, same run (default 0)")
         p.add_argument("--channel", type=int, default=None, help="train on this channel of multichannel images")
-        p.add_argument("--augment", nargs="+", default=None, choices=["flips", "rot90", "intensity", "noise", "blur", "illumination", "affine", "elastic"], help="augmentations (default: the task's; segmentation: flips rot90 intensity noise blur illumination)")
+        p.add_argument("--augment", nargs="+", default=None, choices=["flips", "rot90", "zoom", "intensity", "noise", "blur", "illumination", "affine", "elastic"], help="augmentations (default: the task's; segmentation: flips rot90 intensity noise blur illumination)")
         p.add_argument("--name", default=None, help="model name (default: the --out folder's name)")
 
 

@@ -131,7 +131,7 @@ def _check_device(v: str) -> str:
     raise ValueError("must be auto, cpu, cuda, cuda:N or mps")
 
 
-Augmentation = Literal["flips", "rot90", "intensity", "noise", "blur", "illumination", "affine", "elastic"]
+Augmentation = Literal["flips", "rot90", "zoom", "intensity", "noise", "blur", "illumination", "affine", "elastic"]
 
 
 class _TrainCommon(_Strict):

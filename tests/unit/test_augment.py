@@ -86,3 +86,23 @@ def test_geometric_moves_image_and_target_together():
     for seed in range(8):
         xa, ta = A.geometric([x, t], ("flips", "rot90"), np.random.default_rng(seed))
         assert np.array_equal(xa > 0.5, ta > 0.5)
+
+
+def test_zoom_draws_windows_around_the_patch_side_on_half_of_the_samples():
+    sides = [A.zoom_side(128, ("zoom",), np.random.default_rng(seed)) for seed in range(200)]
+    same = sum(s == 128 for s in sides)
+    assert 60 <= same <= 140
+    assert min(sides) >= round(128 / A.ZOOM_RANGE[1]) and max(sides) <= round(128 / A.ZOOM_RANGE[0])
+    assert A.zoom_side(128, ("flips",), np.random.default_rng(0)) == 128
+
+
+def test_resize_keeps_image_and_labels_on_top_of_each_other():
+    x = _sample()  # discs of radius 6 on 96 px
+    t = (x > 0.5).astype(np.float32)
+    for side in (64, 150):
+        xr, tr = A.resize([x, t], side, orders=[1, 0])
+        assert xr.shape == (1, side, side) and tr.shape == (1, side, side) and xr.dtype == np.float32
+        agree = float(((xr > 0.5) == (tr > 0.5)).mean())
+        assert agree > 0.97
+        area = float(tr.mean())  # the share of foreground survives the resampling
+        assert abs(area - float(t.mean())) < 0.02

@@ -3,7 +3,7 @@
 Geometric transforms move the image and its targets together; intensity transforms touch only the
 image channels (never a mask channel or a target). Defaults per task:
 
-* segmentation: ``flips, rot90, intensity, noise, blur, illumination`` (``affine``, ``elastic`` on request);
+* segmentation: ``flips, rot90, intensity, noise, blur, illumination`` (``zoom``, ``affine``, ``elastic`` on request);
   until December 2026 it was the first four only (the bundled chromosomes, cells, fibrosis and skeletal
   starters were trained so, and their scripts name those four);
 * object classification: ``flips, rot90, intensity, noise`` (crops have no up or down);
@@ -23,6 +23,41 @@ DEFAULTS = {
     "object": ("flips", "rot90", "intensity", "noise"),
     "image": ("intensity", "noise"),
 }
+
+
+#: ``zoom``: the range of scale factors (objects appear this many times their size), drawn log-uniformly
+ZOOM_RANGE = (0.6, 1.6)
+
+
+def zoom_side(patch: int, kinds: tuple[str, ...], rng: np.random.Generator) -> int:
+    """The side of the window to cut for a ``patch``-sided sample: ``patch`` itself, or (``zoom``, half of the
+    samples) ``patch / s`` for a scale ``s`` in :data:`ZOOM_RANGE`, so that after :func:`resize` to ``patch``
+    objects look ``s`` times their size: a model that meets smaller or larger objects than it was shown."""
+    if "zoom" not in kinds or rng.random() >= 0.5:
+        return patch
+    s = float(np.exp(rng.uniform(np.log(ZOOM_RANGE[0]), np.log(ZOOM_RANGE[1]))))
+    return max(8, int(round(patch / s)))
+
+
+def resize(arrays: list[np.ndarray], side: int, orders: list[int]) -> list[np.ndarray]:
+    """Square ``(C, h, w)`` arrays resampled to ``(C, side, side)`` (pixel centres mapped onto each other);
+    interpolation ``orders`` per array (0 for class maps); shrinking smooths first so that nothing aliases."""
+    from scipy import ndimage
+
+    out = []
+    for arr, order in zip(arrays, orders):
+        h, w = arr.shape[-2:]
+        cy = (np.arange(side, dtype=np.float32) + 0.5) * (h / side) - 0.5
+        cx = (np.arange(side, dtype=np.float32) + 0.5) * (w / side) - 0.5
+        coords = np.stack(np.meshgrid(cy, cx, indexing="ij"))
+        planes = []
+        for plane in arr.reshape(-1, h, w):
+            plane = plane.astype(np.float32, copy=False)
+            if order > 0 and h > side:
+                plane = ndimage.gaussian_filter(plane, 0.5 * (h / side - 1.0), mode="reflect")
+            planes.append(ndimage.map_coordinates(plane, coords, order=order, mode="reflect"))
+        out.append(np.stack(planes).reshape(*arr.shape[:-2], side, side).astype(arr.dtype, copy=False))
+    return out
 
 
 def geometric(arrays: list[np.ndarray], kinds: tuple[str, ...], rng: np.random.Generator, orders: list[int] | None = None) -> list[np.ndarray]:

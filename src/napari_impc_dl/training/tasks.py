@@ -60,10 +60,12 @@ class SegmentationTask:
         t = instance_targets(mask)
         return np.concatenate([t, contact_weights(mask, contact_weight)[None]]) if contact_weight > 0 else t
 
-    def _patch(self, i: int, rng) -> tuple[np.ndarray, np.ndarray]:
+    def _patch(self, i: int, rng, side: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """A ``side`` x ``side`` window (default the patch side) of image ``i`` and its targets, re-drawn
+        up to 10 times until ``min_foreground`` of it is foreground."""
         x, t = self.xs[i], self.ts[i]
         H, W = x.shape[1:]
-        P = self.patch
+        P = side or self.patch
         if H < P or W < P:
             py, px = max(0, P - H), max(0, P - W)
             x = np.pad(x, ((0, 0), (0, py), (0, px)), mode="reflect" if min(H, W) > max(py, px) else "edge")
@@ -87,9 +89,13 @@ class SegmentationTask:
         for _ in range(self.steps_per_epoch):
             xs, ts = [], []
             for i in rng.choice(len(self.xs), size=self.batch, p=p):
-                x, t = self._patch(int(i), rng)
+                side = augment.zoom_side(self.patch, self.kinds, rng)  # a larger or smaller window, resized to the patch
+                x, t = self._patch(int(i), rng, side)
+                resampled = side != self.patch
+                if resampled:
+                    x, t = augment.resize([x, t], self.patch, orders=[1, self.target_order])
                 x, t = augment.geometric([x, t], self.kinds, rng, orders=[1, self.target_order])
-                if self.target_order and ("affine" in self.kinds or "elastic" in self.kinds):
+                if self.target_order and (resampled or "affine" in self.kinds or "elastic" in self.kinds):
                     t[0] = t[0] > 0.5
                 xs.append(augment.intensity(np.asarray(x, np.float32), self.kinds, rng))
                 ts.append(t.astype(np.float32))
