@@ -65,6 +65,9 @@ SETUP = {
             "(and fine-tune on a few annotated ones) before reporting counts."
         ),
         "channels": ["brightfield (Giemsa)"],
+        # join neighbours whose shared border lies inside a chromosome by the distance map (cut at the centromere):
+        # 0.25 of 0.15-0.3 gave the best counts on 20 spreads of the validation seed 2100 (MAE 0.80 -> 0.45)
+        "instances": {"merge_threshold": 0.25},
         "seg_text": "Starter U-Net for metaphase spreads (brightfield, Giemsa-like, greyscale): every object of a spread (chromosomes, interphase nuclei, debris) as instances, touching chromosomes separated.",
         "cls_text": (
             "Starter object classifier for metaphase spreads: chromosome / chromosome_pair (two merged into one object) / chromosome_piece "
@@ -117,6 +120,8 @@ SETUP = {
 def _finalise(src: Path, dst: Path, name: str, text: str, data_text: str, script: str, extra: dict | None = None) -> dict:
     """Copy a trained checkpoint into the package with its bundled name, description and provenance."""
     net, card = load_checkpoint(src)
+    if "instances" in (extra or {}):  # postprocessing settings of the preset, on top of those the trainer chose
+        extra = {**extra, "instances": card.instances.model_copy(update=extra["instances"])}
     prov = card.provenance.model_copy(update={"trained_on": data_text, "script": script, "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")})
     card = card.model_copy(update={"name": name, "description": text, "provenance": prov, "authors": ["napari-impc-dl developers"], **(extra or {})})
     card = save_checkpoint(net, card, dst)
@@ -174,9 +179,14 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=None, help="folder for the data and training runs (default: a temporary one)")
     ap.add_argument("--seg-minutes", type=float, default=19.0)
     ap.add_argument("--cls-minutes", type=float, default=None, help="the classifier's time limit (default: the preset's, 6 minutes unless SETUP says)")
-    ap.add_argument("--only", choices=["seg", "cls", "sample", "cards"], default=None, help="one step; 'cards' re-copies the trained models of --work with their cards")
+    ap.add_argument("--only", choices=["seg", "cls", "sample", "cards", "instances"], default=None, help="one step; 'cards' re-copies the trained models of --work with their cards; 'instances' writes the preset's postprocessing settings into the bundled U-Net's card")
     args = ap.parse_args()
     st = SETUP[args.preset]
+    if args.only == "instances":  # the bundled U-Net's card gets the preset's postprocessing settings, weights untouched
+        net, card = load_checkpoint(DATA / f"{args.preset}.safetensors")
+        card = save_checkpoint(net, card.model_copy(update={"instances": card.instances.model_copy(update=st.get("instances", {}))}), DATA / f"{args.preset}.safetensors")
+        print(json.dumps({"instances": card.instances.model_dump(), "hash": card.short_hash}), flush=True)
+        return
     work = args.work or Path(tempfile.mkdtemp(prefix=f"train-{args.preset}-"))
     train_seed, val_seed, sample_seed = st["seeds"]
     t0 = time.time()
@@ -187,7 +197,7 @@ def main() -> None:
     script = f"python scripts/train_preset_models.py {args.preset}"
     data_text = st["data"].format(n=st["n_train"], seed=train_seed)
     log = lambda row: print(json.dumps(row), flush=True)  # noqa: E731
-    seg_extra = {"channel_names": st["channels"]}
+    seg_extra = {"channel_names": st["channels"], **({"instances": st["instances"]} if "instances" in st else {})}
     if args.only in (None, "seg"):
         rep = api.train_segmentation(
             work / "seg", images=work / "train/images", masks=work / "train/masks", val_dir=str(work / "val"), seed=0,

@@ -73,6 +73,7 @@ def _segment_options(p) -> None:
     p.add_argument("--pixel-size", dest="pixel_size_um", type=float, default=None, metavar="UM", help="pyramidal TIFFs: segment the coarsest level whose pixels are at most UM microns (from the file's microns per pixel); ROI / GeoJSON exports stay in full-resolution coordinates")
     p.add_argument("--foreground-threshold", type=float, default=None, help="foreground probability threshold (default 0.5)")
     p.add_argument("--seed-threshold", type=float, default=None, help="distance threshold for object seeds; for boundary models, the boundary probability below which a pixel is an object's interior (default 0.5)")
+    p.add_argument("--merge-threshold", type=float, default=None, help="distance-head models: join neighbours whose shared border has a mean distance above this (one object cut in two; default: the model's, 0.25 for chromosomes, else never; 1: never)")
     p.add_argument("--min-size", type=int, default=None, help="drop objects smaller than this many pixels")
     p.add_argument("--instances", default="auto", choices=["auto", "distance", "boundary", "threshold"], help="how probabilities become objects: distance (the model's distance map, or the distance transform of its foreground), boundary (interiors of its boundary map), threshold (connected foreground, no splitting); auto picks from the model's outputs")
     p.add_argument("--diameter", type=float, default=None, metavar="PX", help="expected object diameter in pixels (default: estimated per image for models without a distance head); drives how touching objects are split for such models, and the minimum object size for all")
@@ -90,7 +91,7 @@ def _segment_config(a):
     return validated(
         SegmentConfig, tile=a.tile, halo=a.halo, batch=a.batch, device=a.device, channel=a.channel, channel_axis=axis,
         foreground_threshold=a.foreground_threshold, seed_threshold=a.seed_threshold, min_size=a.min_size,
-        instances=a.instances, diameter=a.diameter, level=a.level, pixel_size_um=a.pixel_size_um,
+        merge_threshold=a.merge_threshold, instances=a.instances, diameter=a.diameter, level=a.level, pixel_size_um=a.pixel_size_um,
     )
 
 

@@ -95,6 +95,10 @@ class SegmentConfig(_Strict):
     """Distance-map level above which a pixel seeds an object (higher splits touching objects less)."""
     min_size: int | None = Field(default=None, ge=0, le=10_000_000)
     """Objects smaller than this many pixels are dropped."""
+    merge_threshold: float | None = Field(default=None, gt=0.0, le=1.0)
+    """Distance-head models: join neighbours whose shared border has a mean distance-map level above this (one
+    object the seeds cut in two, e.g. a chromosome at its centromere); ``None``: the model's (the chromosomes
+    preset: 0.25); 1: never join."""
     instances: Literal["auto", "distance", "boundary", "threshold"] = "auto"
     """How probabilities become objects: ``distance`` (the model's distance map, or the distance transform of its
     foreground), ``boundary`` (interiors of its boundary map), ``threshold`` (connected foreground, no splitting);

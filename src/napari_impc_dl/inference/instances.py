@@ -7,7 +7,11 @@ centre, falling to 0 at its edge). Locally:
 2. seeds = connected components of ``distance > seed_threshold`` inside the foreground;
 3. a seeded watershed by levels of the distance map (:func:`.flood.flood`) floods the foreground
    from the seeds (touching objects split along the valley of the distance map); foreground islands that no seed reaches become
-   objects of their own; objects under ``min_size`` pixels are dropped.
+   objects of their own; objects under ``min_size`` pixels are dropped;
+4. with a ``merge_threshold`` (distance head only): neighbours whose shared border lies *inside* an object by
+   the distance map (its mean there above the threshold) are one object cut in two, and are joined
+   (:func:`merge_inner_borders`). Two objects that merely touch meet where the distance map is near 0 (both
+   edges); a chromosome cut at its centromere, or a large nucleus at a dip of the map, meets itself well above it.
 
 Models without a distance head (most Model Zoo packages) get their seeds and heights from
 :mod:`.seeds` (``params.method``): h-maxima of the foreground's distance transform with suppression
@@ -61,6 +65,8 @@ class InstanceParams:
     """Expected object diameter in pixels: drives seed suppression (distance-transform, boundary)."""
     core_threshold: float | None = None
     """distance-transform: the foreground probability above which a pixel is core (seeds come from the core)."""
+    merge_threshold: float | None = None
+    """distance-head: join neighbours whose shared border has a mean distance above this (``None``: never)."""
     device: str | None = None
     """``None``: numpy on the CPU. A torch device (``cuda``, ``cuda:1``, ...): blocks run on it with
     :mod:`.instances_torch` (the same labels) when the method allows (distance-head, threshold), else numpy."""
@@ -132,6 +138,9 @@ def local_instances(fg: np.ndarray, dist: np.ndarray | None, params: InstancePar
     n = int(labels.max())
     if n == 0:
         return labels, np.zeros(0, np.int64)
+    if method == "distance-head" and params.merge_threshold is not None:
+        lut = merge_inner_borders(labels, dist, round(params.merge_threshold * 255))
+        labels, markers = lut[labels], lut[markers]  # a joined object keeps the first seed pixel of its parts
     flat_idx = np.flatnonzero(markers)  # raster order
     first = np.full(n + 1, -1, np.int64)
     ids = markers.ravel()[flat_idx]
@@ -143,6 +152,40 @@ def local_instances(fg: np.ndarray, dist: np.ndarray | None, params: InstancePar
     lut = np.zeros(n + 1, np.int32)
     lut[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
     return lut[labels], first[keep]
+
+
+def merge_inner_borders(labels: np.ndarray, dist: np.ndarray, level: float) -> np.ndarray:
+    """A lookup table ``lut[label] -> label`` that joins neighbouring objects (4-connected) whose shared border
+    has a mean ``dist`` (uint8, over the pixel pairs on either side of it) above ``level``; chains of such
+    neighbours become one object, named after the smallest id. ``lut[0] == 0``."""
+    n = int(labels.max())
+    keys, sums = [], []
+    for a, b, da, db in ((labels[:, :-1], labels[:, 1:], dist[:, :-1], dist[:, 1:]), (labels[:-1], labels[1:], dist[:-1], dist[1:])):
+        m = (a > 0) & (b > 0) & (a != b)
+        if m.any():
+            am, bm = a[m].astype(np.int64), b[m].astype(np.int64)
+            keys.append(np.minimum(am, bm) * (n + 1) + np.maximum(am, bm))
+            sums.append(da[m].astype(np.float64) + db[m])
+    lut = np.arange(n + 1, dtype=np.int32)
+    if not keys:
+        return lut
+    key, inv, cnt = np.unique(np.concatenate(keys), return_inverse=True, return_counts=True)
+    mean = np.bincount(inv, np.concatenate(sums)) / (2 * cnt)
+    parent = np.arange(n + 1)
+
+    def root(x: int) -> int:
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for k in np.flatnonzero(mean > level).tolist():
+        ra, rb = root(int(key[k] // (n + 1))), root(int(key[k] % (n + 1)))
+        if ra != rb:
+            parent[max(ra, rb)] = min(ra, rb)
+    for i in range(1, n + 1):
+        lut[i] = root(i)
+    return lut
 
 
 _streams = threading.local()

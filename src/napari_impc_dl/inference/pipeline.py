@@ -339,6 +339,7 @@ def run_parameters(model, config: SegmentConfig, params, batch, *, diameter: flo
         "foreground_threshold": params.foreground_threshold,
         "seed_threshold": params.seed_threshold,
         "min_size": max(params.min_size, min_area(diameter)),
+        "merge_threshold": params.merge_threshold,
         "channel": config.channel,
         "instances": params.method,
         "diameter": diameter,
@@ -362,12 +363,18 @@ def _instance_params(model, config: SegmentConfig):
         foreground_threshold=pick(config.foreground_threshold, "foreground_threshold", 0.5),
         seed_threshold=pick(config.seed_threshold, "seed_threshold", 0.5),
         min_size=pick(config.min_size, "min_size", 12),
+        merge_threshold=_merge_level(config.merge_threshold if config.merge_threshold is not None else getattr(d, "merge_threshold", None)),
         block=config.block,
         halo=config.block_halo,
         method=choose_method(model.info.output_names, config.instances),
         diameter=config.diameter,
         device=postprocess_device(config, model),
     )
+
+
+def _merge_level(v: float | None) -> float | None:
+    """The border-merge level of InstanceParams: ``None`` (and 1, the config's "never") turn it off."""
+    return None if v is None or v >= 1.0 else float(v)
 
 
 def postprocess_device(config: SegmentConfig, model) -> str | None:
@@ -435,6 +442,7 @@ def relabel(
             foreground_threshold=config.foreground_threshold or result.params["foreground_threshold"],
             seed_threshold=config.seed_threshold or result.params["seed_threshold"],
             min_size=result.params["min_size"] if config.min_size is None else config.min_size,
+            merge_threshold=_merge_level(config.merge_threshold if config.merge_threshold is not None else result.params.get("merge_threshold")),
             block=config.block,
             halo=config.block_halo,
             method=before if config.instances == "auto" else choose_method(outputs, config.instances),
@@ -457,7 +465,7 @@ def relabel(
         diameter = params.diameter if params.diameter is not None else (float(np.median(estimates)) if estimates else None)
         new_params = dict(
             result.params, foreground_threshold=params.foreground_threshold, seed_threshold=params.seed_threshold,
-            min_size=max(params.min_size, min_area(diameter)), instances=params.method, diameter=diameter,
+            min_size=max(params.min_size, min_area(diameter)), merge_threshold=params.merge_threshold, instances=params.method, diameter=diameter,
             diameter_source="given" if config.diameter is not None or result.params.get("diameter_source") == "given" else ("estimated" if diameter is not None else ""),
         )
         return SegmentationResult(result.name, labels, result.probabilities, objects, next_id - 1, result.model, new_params, {}, result.stack_axes)

@@ -117,6 +117,8 @@ class InstanceDefaults(_Strict):
     foreground_threshold: float = Field(default=0.5, gt=0.0, lt=1.0)
     seed_threshold: float = Field(default=0.5, gt=0.0, lt=1.0)
     min_size: int = Field(default=12, ge=0)
+    merge_threshold: float | None = Field(default=None, gt=0.0, lt=1.0)
+    """Join neighbours whose shared border has a mean distance above this (objects the seeds cut in two); None: never."""
 
 
 class Provenance(_Strict):

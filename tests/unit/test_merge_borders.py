@@ -1,0 +1,63 @@
+"""Joining objects the seeds cut in two (``merge_threshold``): a border inside an object by the distance map."""
+
+import numpy as np
+import pytest
+
+from napari_impc_dl.inference.instances import InstanceParams, labels_from_probabilities, local_instances, merge_inner_borders
+from napari_impc_dl.measure.matching import match_instances
+
+
+def _rod_with_waist_and_touching_disc() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(true labels, foreground, distance) 64 x 128: a rod with a centromere-like waist whose distance map dips to
+    0.45 there (seeds above 0.5 cut it in two; the border's mean stays about 0.3), and a disc touching the rod's end (their maps meet near 0)."""
+    yy, xx = np.mgrid[0:64, 0:128]
+    lab = np.zeros((64, 128), np.int32)
+    dist = np.zeros((64, 128), np.float32)
+    rod = (np.abs(yy - 32) < 8) & (xx >= 10) & (xx < 80)
+    lab[rod] = 1
+    edge = np.minimum(8 - np.abs(yy - 32), np.minimum(xx - 10, 79 - xx)).astype(np.float32)
+    waist = np.exp(-((xx - 45) ** 2) / (2 * 4.0**2))
+    dist[rod] = np.sqrt(np.clip(edge[rod] / 8, 0, 1)) * (1 - 0.55 * waist[rod])  # 0.45 at the waist's middle
+    disc = ((yy - 32) ** 2 + (xx - 92) ** 2 < 12**2) & (lab == 0)
+    lab[disc] = 2
+    dist[disc] = np.clip(1 - np.sqrt((yy[disc] - 32) ** 2 + (xx[disc] - 92) ** 2) / 12, 0, 1)
+    fg = np.where(lab > 0, 250, 5).astype(np.uint8)
+    return lab, fg, (dist * 255 + 0.5).astype(np.uint8)
+
+
+def test_without_merging_the_waist_cuts_the_rod():
+    lab, fg, dist = _rod_with_waist_and_touching_disc()
+    out, anchors = local_instances(fg, dist, InstanceParams())
+    assert out.max() == 3 and len(anchors) == 3
+
+
+def test_merging_joins_the_cut_rod_and_keeps_the_touching_disc_apart():
+    lab, fg, dist = _rod_with_waist_and_touching_disc()
+    out, anchors = local_instances(fg, dist, InstanceParams(merge_threshold=0.25))
+    assert out.max() == 2 and len(anchors) == 2
+    m = match_instances(out, lab)
+    assert m.tp == 2 and m.iou_matched_mean > 0.95
+    # the joined object's anchor is the first seed pixel (raster order) of its parts, inside it
+    assert all(out.ravel()[a] == k + 1 for k, a in enumerate(anchors))
+
+
+def test_merge_lut_joins_chains_under_the_smallest_id():
+    labels = np.array([[1, 1, 2, 2, 3, 3]], np.int32)
+    dist = np.array([[50, 200, 200, 200, 200, 50]], np.uint8)
+    assert merge_inner_borders(labels, dist, 100).tolist() == [0, 1, 1, 1]
+    assert merge_inner_borders(labels, dist, 220).tolist() == [0, 1, 2, 3]
+    assert merge_inner_borders(np.zeros((3, 3), np.int32), np.zeros((3, 3), np.uint8), 10).tolist() == [0]
+
+
+@pytest.mark.parametrize("block", [48, 72])
+def test_blocks_give_the_whole_image_result_with_merging(block):
+    lab, fg, dist = _rod_with_waist_and_touching_disc()
+    probs = np.stack([np.tile(fg, (2, 2)), np.tile(dist, (2, 2))])
+    params = dict(merge_threshold=0.25, halo=96)
+    whole = np.zeros(probs.shape[1:], np.int32)
+    n_whole, _ = labels_from_probabilities(probs, whole, InstanceParams(block=4096, **params))
+    tiled = np.zeros(probs.shape[1:], np.int32)
+    n_tiled, _ = labels_from_probabilities(probs, tiled, InstanceParams(block=block, **params))
+    assert n_whole == n_tiled == 9  # 4 rods + 4 discs, ids from 1 (the count is the next id)
+    m = match_instances(tiled, whole)
+    assert m.tp == 8 and min(iou for _, _, iou in m.matched) == 1.0
