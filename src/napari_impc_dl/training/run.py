@@ -269,7 +269,7 @@ def train(
             raise InputError(f"--patch {config.patch} is not a multiple of {step} (what this network's {template.architecture.encoder_depth} stages need)", f"Use e.g. --patch {max(step, config.patch // step * step)}")
         inst = template.instances
         common = dict(patch=config.patch, batch=batch, min_foreground=config.min_foreground, augment_kinds=kinds, step=step,
-                      params=InstanceParams(inst.foreground_threshold, inst.seed_threshold, inst.min_size),
+                      params=InstanceParams(inst.foreground_threshold, inst.seed_threshold, inst.min_size, merge_threshold=inst.merge_threshold),
                       low=template.normalization.low, high=template.normalization.high)
         if semantic:
             from .semantic import SemanticTask

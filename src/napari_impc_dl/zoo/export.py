@@ -120,7 +120,10 @@ def _readme(card, name: str, description: str, authors: list[str], size: int) ->
         f"of {', '.join(card.channel_names)} images. It outputs two maps per pixel: **foreground** probability and a "
         "normalised **distance** to the object's edge (1 at the centre). Instances come from a seeded watershed: seeds "
         f"where distance > {card.instances.seed_threshold}, flooded inside foreground > {card.instances.foreground_threshold}, "
-        f"objects under {card.instances.min_size} px dropped (napari-impc-dl does this; other tools give the two maps).", "",
+        f"objects under {card.instances.min_size} px dropped"
+        + (f", then neighbours whose shared border has a mean distance above {card.instances.merge_threshold} joined (one object cut in two)"
+           if card.instances.merge_threshold is not None else "")
+        + " (napari-impc-dl does this; other tools give the two maps).", "",
         "## Input and preprocessing", "",
         f"- {card.architecture.in_channels} channel(s): {', '.join(card.channel_names)}; any 2D size of "
         f"{t.min_tile} + k x {t.step} pixels (tile larger images; recommended tile {t.tile} px, halo {t.halo} px).",
