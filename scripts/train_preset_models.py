@@ -117,13 +117,18 @@ SETUP = {
 }
 
 
+def _with_instances(card, settings: dict):
+    """``card`` with the preset's postprocessing ``settings`` (e.g. ``merge_threshold``) over those the trainer chose."""
+    return card.model_copy(update={"instances": card.instances.model_copy(update=settings)})
+
+
 def _finalise(src: Path, dst: Path, name: str, text: str, data_text: str, script: str, extra: dict | None = None) -> dict:
     """Copy a trained checkpoint into the package with its bundled name, description and provenance."""
     net, card = load_checkpoint(src)
-    if "instances" in (extra or {}):  # postprocessing settings of the preset, on top of those the trainer chose
-        extra = {**extra, "instances": card.instances.model_copy(update=extra["instances"])}
+    extra = dict(extra or {})
+    card = _with_instances(card, extra.pop("instances", {}))
     prov = card.provenance.model_copy(update={"trained_on": data_text, "script": script, "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")})
-    card = card.model_copy(update={"name": name, "description": text, "provenance": prov, "authors": ["napari-impc-dl developers"], **(extra or {})})
+    card = card.model_copy(update={"name": name, "description": text, "provenance": prov, "authors": ["napari-impc-dl developers"], **extra})
     card = save_checkpoint(net, card, dst)
     return {"file": str(dst.relative_to(ROOT)), "MB": round(dst.stat().st_size / 1e6, 2), "hash": card.short_hash, "metrics": card.provenance.metrics}
 
@@ -184,7 +189,7 @@ def main() -> None:
     st = SETUP[args.preset]
     if args.only == "instances":  # the bundled U-Net's card gets the preset's postprocessing settings, weights untouched
         net, card = load_checkpoint(DATA / f"{args.preset}.safetensors")
-        card = save_checkpoint(net, card.model_copy(update={"instances": card.instances.model_copy(update=st.get("instances", {}))}), DATA / f"{args.preset}.safetensors")
+        card = save_checkpoint(net, _with_instances(card, st.get("instances", {})), DATA / f"{args.preset}.safetensors")
         print(json.dumps({"instances": card.instances.model_dump(), "hash": card.short_hash}), flush=True)
         return
     work = args.work or Path(tempfile.mkdtemp(prefix=f"train-{args.preset}-"))

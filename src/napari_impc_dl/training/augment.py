@@ -40,22 +40,15 @@ def zoom_side(patch: int, kinds: tuple[str, ...], rng: np.random.Generator) -> i
 
 
 def resize(arrays: list[np.ndarray], side: int, orders: list[int]) -> list[np.ndarray]:
-    """Square ``(C, h, w)`` arrays resampled to ``(C, side, side)`` (pixel centres mapped onto each other);
-    interpolation ``orders`` per array (0 for class maps); shrinking smooths first so that nothing aliases."""
-    from scipy import ndimage
+    """``(C, h, w)`` arrays resampled to ``(C, side, side)``, plane by plane, with the project's resamplers
+    (:mod:`napari_impc_dl.skeletal.scale`): order 1 linear (anti-aliased when shrinking), order 0 nearest
+    (class maps keep their values)."""
+    from ..skeletal.scale import resize_image, resize_labels
 
     out = []
     for arr, order in zip(arrays, orders):
-        h, w = arr.shape[-2:]
-        cy = (np.arange(side, dtype=np.float32) + 0.5) * (h / side) - 0.5
-        cx = (np.arange(side, dtype=np.float32) + 0.5) * (w / side) - 0.5
-        coords = np.stack(np.meshgrid(cy, cx, indexing="ij"))
-        planes = []
-        for plane in arr.reshape(-1, h, w):
-            plane = plane.astype(np.float32, copy=False)
-            if order > 0 and h > side:
-                plane = ndimage.gaussian_filter(plane, 0.5 * (h / side - 1.0), mode="reflect")
-            planes.append(ndimage.map_coordinates(plane, coords, order=order, mode="reflect"))
+        one = resize_labels if order == 0 else resize_image
+        planes = [one(plane, (side, side)) for plane in arr.reshape(-1, *arr.shape[-2:])]
         out.append(np.stack(planes).reshape(*arr.shape[:-2], side, side).astype(arr.dtype, copy=False))
     return out
 

@@ -156,8 +156,8 @@ class SegmentationTask:
         import dataclasses
 
         losses, maps = self._val_maps(net, device, autocast)
-        best_params, best = self.params, self._score(maps, self.params)
         p0 = self.params
+        best_params, best = p0, self._score(maps, p0)
         grid = sorted(((fg, seed) for fg in FOREGROUND_GRID for seed in SEED_GRID),  # ties go to the pair nearest the current one
                       key=lambda fs: (abs(fs[0] - p0.foreground_threshold) + abs(fs[1] - p0.seed_threshold), fs))
         for fg, seed in grid:
