@@ -19,9 +19,10 @@ Three methods on the same held-out images:
   (not counted in the budget, reported as ``calibration_s``) measures the seconds per epoch and sets
   ``epochs`` = 1.05 x budget / that (so the limit, not the count, ends it); ``patience`` 0 (no early stop:
   the whole budget is used). The trainer's default augmentations (flips, 90° turns, gamma / gain / offset, noise,
-  blur, uneven illumination) and, after the budget, its threshold search on the validation images (foreground
-  and seed thresholds by F1@0.5, stored in the card: the counterpart of StarDist's ``optimize_thresholds``, not
-  counted in the budget either).
+  blur, uneven illumination), its postprocessing defaults for a new model (the convex border merge,
+  ``training.tasks.CONVEX_MERGE``) and, after the budget, its threshold search on the validation images
+  (foreground and seed thresholds and the merge on / off by F1@0.5, stored in the card: the counterpart of
+  StarDist's ``optimize_thresholds``, not counted in the budget either).
 * **ours-starter**: the bundled ``nuclei`` preset (``api.load_model("nuclei")``), as shipped (trained on
   480 other synthetic images, seed 1000), no training here.
 * **stardist**: ``StarDist2D`` (n_rays 32, grid (2, 2), patch 256², batch 4, 100 steps per epoch,

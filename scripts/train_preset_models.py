@@ -36,6 +36,8 @@ DATA = ROOT / "src/napari_impc_dl/data"
 
 #: the segmentation augmentations these starters were trained with (the trainer's default before blur and illumination joined it)
 OLD_AUGMENT = ["flips", "rot90", "intensity", "noise"]
+#: no border merge: what these starters were bundled with (the trainer gives a new model training.tasks.CONVEX_MERGE since)
+NO_MERGE = {"merge_threshold": None, "merge_min_solidity": None}
 
 #: per preset: dataset seeds, data sizes, the U-Net's and the classifier's training settings, card texts
 SETUP = {
@@ -67,7 +69,7 @@ SETUP = {
         "channels": ["brightfield (Giemsa)"],
         # join neighbours whose shared border lies inside a chromosome by the distance map (cut at the centromere):
         # 0.25 of 0.15-0.3 gave the best counts on 20 spreads of the validation seed 2100 (MAE 0.80 -> 0.45)
-        "instances": {"merge_threshold": 0.25},
+        "instances": {"merge_threshold": 0.25, "merge_min_solidity": None},
         "seg_text": "Starter U-Net for metaphase spreads (brightfield, Giemsa-like, greyscale): every object of a spread (chromosomes, interphase nuclei, debris) as instances, touching chromosomes separated.",
         "cls_text": (
             "Starter object classifier for metaphase spreads: chromosome / chromosome_pair (two merged into one object) / chromosome_piece "
@@ -96,6 +98,7 @@ SETUP = {
             "Never trained on real microscopy: check it on your cells (and fine-tune on a few annotated ones) before reporting phases."
         ),
         "channels": ["cytoplasm / membrane", "nuclei"],
+        "instances": NO_MERGE,
         "seg_text": "Starter U-Net for cells in two-channel fluorescence (channel 0 cytoplasm / membrane, channel 1 nuclei): cell instances, touching cells separated.",
         "cls_text": "Starter object classifier of mitosis phase (CellCognition's classes) from each cell's crop (both channels and the cell mask).",
     },

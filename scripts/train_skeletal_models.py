@@ -144,8 +144,9 @@ def _finalise(step: str, src: Path) -> dict:
     prov = card.provenance.model_copy(update={"trained_on": DATA_TEXT.format(n=n, seed=seed) + (more or ""), "script": "python scripts/train_skeletal_models.py",
                                               "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")})
     update = {"name": f"skeletal-{step}", "description": text, "provenance": prov, "authors": ["napari-impc-dl developers"], "channel_names": ["X-ray (bone bright)"]}
-    if step == "bones":  # the last tail vertebrae are a few pixels: keep them (the training default drops objects under 12 px)
-        update["instances"] = card.instances.model_copy(update={"min_size": BONES_MIN_SIZE})
+    if step == "bones":  # the last tail vertebrae are a few pixels: keep them (the training default drops objects under 12 px);
+        # no border merge (the bundled model predates the trainer's convex merge for new models)
+        update["instances"] = card.instances.model_copy(update={"min_size": BONES_MIN_SIZE, "merge_threshold": None, "merge_min_solidity": None})
     card = card.model_copy(update=update)
     card = save_checkpoint(net, card, dst)
     return {"file": str(dst.relative_to(ROOT)), "MB": round(dst.stat().st_size / 1e6, 2), "hash": card.short_hash, "metrics": card.provenance.metrics}

@@ -66,7 +66,17 @@ def main() -> None:
     ap.add_argument("--n-train", type=int, default=480)
     ap.add_argument("--n-val", type=int, default=24)
     ap.add_argument("--epochs", type=int, default=RECIPE["epochs"])
+    ap.add_argument("--only-instances", action="store_true", help="write the trainer's postprocessing defaults for a new model (the convex "
+                    "border merge, training.tasks.CONVEX_MERGE) into the card of --out, weights untouched (what a rerun gives: the search keeps it)")
     args = ap.parse_args()
+    if args.only_instances:
+        from napari_impc_dl.training.tasks import CONVEX_MERGE
+
+        net, card = load_checkpoint(args.out)
+        card = save_checkpoint(net, card.model_copy(update={"instances": card.instances.model_copy(update=CONVEX_MERGE)}), args.out)
+        args.out.chmod(0o644)
+        print(json.dumps({"instances": card.instances.model_dump(), "hash": card.short_hash}), flush=True)
+        return
 
     import shutil
 

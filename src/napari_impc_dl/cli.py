@@ -73,7 +73,8 @@ def _segment_options(p) -> None:
     p.add_argument("--pixel-size", dest="pixel_size_um", type=float, default=None, metavar="UM", help="pyramidal TIFFs: segment the coarsest level whose pixels are at most UM microns (from the file's microns per pixel); ROI / GeoJSON exports stay in full-resolution coordinates")
     p.add_argument("--foreground-threshold", type=float, default=None, help="foreground probability threshold (default 0.5)")
     p.add_argument("--seed-threshold", type=float, default=None, help="distance threshold for object seeds; for boundary models, the boundary probability below which a pixel is an object's interior (default 0.5)")
-    p.add_argument("--merge-threshold", type=float, default=None, help="distance-head models: join neighbours whose shared border has a mean distance above this (one object cut in two; default: the model's, 0.25 for chromosomes, else never; 1: never)")
+    p.add_argument("--merge-threshold", type=float, default=None, help="distance-head models: join neighbours whose shared border has a mean distance above this (one object cut in two; default: the model's: 0.25 for the chromosomes and nuclei presets and for models trained from scratch here; 1: never)")
+    p.add_argument("--merge-solidity", type=float, default=None, dest="merge_min_solidity", help="with a merge: join only if the joined object fills at least this share of its convex hull (default: the model's: 0.95 for nuclei and models trained from scratch here; chromosomes: any shape)")
     p.add_argument("--min-size", type=int, default=None, help="drop objects smaller than this many pixels")
     p.add_argument("--instances", default="auto", choices=["auto", "distance", "boundary", "threshold"], help="how probabilities become objects: distance (the model's distance map, or the distance transform of its foreground), boundary (interiors of its boundary map), threshold (connected foreground, no splitting); auto picks from the model's outputs")
     p.add_argument("--diameter", type=float, default=None, metavar="PX", help="expected object diameter in pixels (default: estimated per image for models without a distance head); drives how touching objects are split for such models, and the minimum object size for all")
@@ -91,7 +92,7 @@ def _segment_config(a):
     return validated(
         SegmentConfig, tile=a.tile, halo=a.halo, batch=a.batch, device=a.device, channel=a.channel, channel_axis=axis,
         foreground_threshold=a.foreground_threshold, seed_threshold=a.seed_threshold, min_size=a.min_size,
-        merge_threshold=a.merge_threshold, instances=a.instances, diameter=a.diameter, level=a.level, pixel_size_um=a.pixel_size_um,
+        merge_threshold=a.merge_threshold, merge_min_solidity=a.merge_min_solidity, instances=a.instances, diameter=a.diameter, level=a.level, pixel_size_um=a.pixel_size_um,
     )
 
 
@@ -375,7 +376,7 @@ def _add_train(sub) -> None:
     seg.add_argument("--min-foreground", type=float, default=None, help="minimum foreground share of a patch (default 0.02)")
     seg.add_argument("--contact-weight", type=float, default=None, help="extra loss weight where two objects meet (thin or packed touching objects: try 5; default 0)")
     seg.add_argument("--keep-thresholds", dest="tune_thresholds", action="store_const", const=False, default=None,
-                     help="keep the foreground / seed thresholds (0.5 / 0.5, or those of --from) instead of picking the pair with the best validation F1")
+                     help="keep the foreground / seed thresholds (0.5 / 0.5, or those of --from) and the border merge instead of picking those with the best validation F1")
     seg.add_argument("--classes", dest="sem_classes", default=None, metavar="A,B,...", help="semantic segmentation: the masks are class maps, value k = the k-th name (e.g. background,tissue,fibrosis); the model gives a class per pixel and the area fraction of each")
     seg.add_argument("--background", default=None, metavar="A,...", help="semantic: the classes that are not tissue (fractions are of the others; default the first class)")
     cls = ts.add_parser("classification", help="image- or object-level CNN classifier")

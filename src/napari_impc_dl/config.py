@@ -92,13 +92,17 @@ class SegmentConfig(_Strict):
     foreground_threshold: float | None = Field(default=None, gt=0.0, lt=1.0)
     """Foreground probability above which a pixel belongs to an object."""
     seed_threshold: float | None = Field(default=None, gt=0.0, lt=1.0)
-    """Distance-map level above which a pixel seeds an object (higher splits touching objects less)."""
+    """Distance-map level above which a pixel seeds an object (higher separates touching objects more, and may cut a long or large one in two)."""
     min_size: int | None = Field(default=None, ge=0, le=10_000_000)
     """Objects smaller than this many pixels are dropped."""
     merge_threshold: float | None = Field(default=None, gt=0.0, le=1.0)
     """Distance-head models: join neighbours whose shared border has a mean distance-map level above this (one
     object the seeds cut in two, e.g. a chromosome at its centromere); ``None``: the model's (the chromosomes
     preset: 0.25); 1: never join."""
+    merge_min_solidity: float | None = Field(default=None, gt=0.0, le=1.0)
+    """With a merge: join only if the joined object fills at least this share of its convex hull (nuclei are
+    convex; a bent chromosome is not); ``None``: the model's (the nuclei starter: 0.95; others: any shape); 1: only
+    perfectly convex joins."""
     instances: Literal["auto", "distance", "boundary", "threshold"] = "auto"
     """How probabilities become objects: ``distance`` (the model's distance map, or the distance transform of its
     foreground), ``boundary`` (interiors of its boundary map), ``threshold`` (connected foreground, no splitting);
@@ -200,8 +204,9 @@ class SegmentationTrainConfig(_TrainCommon):
     helps thin or packed touching objects (chromosomes, cells) stay apart; 0 turns it off."""
     tune_thresholds: bool = True
     """Instances: after training, pick the foreground and seed thresholds with the best validation F1@0.5 (a grid
-    search on the validation images, as StarDist's ``optimize_thresholds``) and store them in the model's card;
-    ``False`` keeps 0.5 / 0.5 (or those of ``from_model``)."""
+    search on the validation images, as StarDist's ``optimize_thresholds``), then whether the border merge is on
+    (``training.tasks.CONVEX_MERGE`` for a new model), and store them in the model's card; ``False`` keeps 0.5 /
+    0.5 and the merge (or those of ``from_model``)."""
     classes: list[str] | None = Field(default=None, min_length=2, max_length=64)
     """Semantic segmentation: the masks are class maps, pixel value ``k`` meaning ``classes[k]`` (e.g.
     ``background, tissue, fibrosis``); the model gives a class per pixel and the area of each. None: instance masks."""

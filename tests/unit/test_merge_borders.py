@@ -61,3 +61,36 @@ def test_blocks_give_the_whole_image_result_with_merging(block):
     assert n_whole == n_tiled == 9  # 4 rods + 4 discs, ids from 1 (the count is the next id)
     m = match_instances(tiled, whole)
     assert m.tp == 8 and min(iou for _, _, iou in m.matched) == 1.0
+
+
+def _blob_cut_in_the_middle(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(foreground, distance) of one blob whose distance map dips along its middle column (seeds cut it in two)."""
+    from scipy import ndimage
+
+    edt = ndimage.distance_transform_edt(mask)
+    xx = np.mgrid[0 : mask.shape[0], 0 : mask.shape[1]][1]
+    dip = 1 - 0.55 * np.exp(-((xx - mask.shape[1] // 2) ** 2) / (2 * 3.0**2))
+    dist = np.sqrt(edt / edt.max()) * dip
+    return np.where(mask, 250, 5).astype(np.uint8), (dist * 255 + 0.5).astype(np.uint8)
+
+
+def test_hull_rule_joins_a_cut_disc_but_not_two_nuclei_pressed_together():
+    yy, xx = np.mgrid[0:64, 0:64]
+    disc = (yy - 32) ** 2 + (xx - 32) ** 2 < 20**2
+    pair = ((yy - 32) ** 2 + (xx - 22) ** 2 < 12**2) | ((yy - 32) ** 2 + (xx - 42) ** 2 < 12**2)  # solidity 0.93
+    for mask, n_gated in ((disc, 1), (pair, 2)):
+        fg, dist = _blob_cut_in_the_middle(mask)
+        assert local_instances(fg, dist, InstanceParams())[0].max() == 2  # the seeds cut both in two
+        assert local_instances(fg, dist, InstanceParams(merge_threshold=0.2))[0].max() == 1  # any shape: both joined
+        gated, anchors = local_instances(fg, dist, InstanceParams(merge_threshold=0.2, merge_min_solidity=0.95))
+        assert gated.max() == n_gated and len(anchors) == n_gated
+
+
+def test_solidity():
+    from napari_impc_dl.inference.instances import solidity
+
+    square = np.zeros((10, 10), bool)
+    square[2:8, 2:8] = True
+    ell = square.copy()
+    ell[2:5, 2:5] = False  # an L of 27 pixels; its hull covers 30 pixel centres (3 of the cut corner lie on or beyond its diagonal)
+    assert solidity(square) == 1.0 and solidity(ell) == pytest.approx(27 / 30) and solidity(np.zeros((3, 3), bool)) == 0.0

@@ -68,3 +68,32 @@ def test_tuning_keeps_the_defaults_when_nothing_beats_them():
     assert task.validate(net, "cpu", contextlib.nullcontext)["f1"] == pytest.approx(1.0)
     params, _ = task.tune_thresholds(net, "cpu", contextlib.nullcontext)
     assert (params.foreground_threshold, params.seed_threshold) == (0.5, 0.5)
+
+
+def test_tuning_turns_the_convex_merge_on_for_a_disc_the_seeds_cut_in_two():
+    """A disc whose distance map holds at 0.28 along its middle column: no seed threshold of the grid (from 0.3)
+    reaches across it, but the border's mean is above the merge level and the joined disc is convex."""
+    from napari_impc_dl.training.tasks import CONVEX_MERGE
+
+    yy, xx = np.mgrid[0:64, 0:64]
+    r = np.hypot(yy - 32, xx - 32)
+    mask = (r < 20).astype(np.int32)
+    dist = np.where(mask > 0, 1.0 - r / 20, 0.0).astype(np.float32)
+    dist[:, 32] = np.minimum(dist[:, 32], 0.28)
+    probs = np.stack([np.where(mask > 0, 0.95, 0.02).astype(np.float32), dist])
+    task, net = _task(mask), _Fixed(probs)
+    assert task.validate(net, "cpu", contextlib.nullcontext)["f1"] < 0.7  # two halves: one matches the disc at most
+    params, metrics = task.tune_thresholds(net, "cpu", contextlib.nullcontext)
+    assert (params.merge_threshold, params.merge_min_solidity) == (CONVEX_MERGE["merge_threshold"], CONVEX_MERGE["merge_min_solidity"])
+    assert metrics["f1"] == pytest.approx(1.0)
+
+
+def test_tuning_turns_off_a_merge_that_joins_touching_objects():
+    mask, probs = _two_touching_discs(bridge=False)
+    img = (mask > 0).astype(np.float32)[None] * 100 + 10
+    s = Sample("a", img, mask)
+    task = SegmentationTask([s], [s], patch=64, batch=1, min_foreground=0.0, augment_kinds=(), step=8, params=InstanceParams(merge_threshold=0.01))
+    net = _Fixed(probs)
+    assert task.validate(net, "cpu", contextlib.nullcontext)["f1"] < 0.7  # the merge joins the two discs
+    params, metrics = task.tune_thresholds(net, "cpu", contextlib.nullcontext)
+    assert params.merge_threshold is None and metrics["f1"] == pytest.approx(1.0)

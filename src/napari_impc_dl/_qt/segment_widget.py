@@ -194,7 +194,7 @@ class SegmentWidget(QWidget):
         post = self.postprocessing = QGroupBox("Postprocessing")  # hidden for class maps: they have no objects
         post_form = QFormLayout(post)
         self.foreground = self._slider("Foreground probability above which a pixel belongs to an object")
-        self.seed = self._slider("Distance level that seeds an object: higher splits touching objects less")
+        self.seed = self._slider("Distance level that seeds an object: higher separates touching objects more (and may cut large ones in two)")
         self.min_size = QSpinBox()
         self.min_size.setRange(0, 1_000_000)
         self.min_size.setSuffix(" px")

@@ -12,6 +12,8 @@ centre, falling to 0 at its edge). Locally:
    the distance map (its mean there above the threshold) are one object cut in two, and are joined
    (:func:`merge_inner_borders`). Two objects that merely touch meet where the distance map is near 0 (both
    edges); a chromosome cut at its centromere, or a large nucleus at a dip of the map, meets itself well above it.
+   With ``merge_min_solidity`` a join must also leave a convex object (nuclei: a nucleus cut in two is convex
+   again, two nuclei pressed together with a faint seam are not).
 
 Models without a distance head (most Model Zoo packages) get their seeds and heights from
 :mod:`.seeds` (``params.method``): h-maxima of the foreground's distance transform with suppression
@@ -33,7 +35,7 @@ import threading
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import numpy as np
@@ -67,6 +69,9 @@ class InstanceParams:
     """distance-transform: the foreground probability above which a pixel is core (seeds come from the core)."""
     merge_threshold: float | None = None
     """distance-head: join neighbours whose shared border has a mean distance above this (``None``: never)."""
+    merge_min_solidity: float | None = None
+    """With ``merge_threshold``: join only if the joined object fills at least this share of its convex hull
+    (convex objects such as nuclei; ``None``: any shape, e.g. bent chromosomes)."""
     device: str | None = None
     """``None``: numpy on the CPU. A torch device (``cuda``, ``cuda:1``, ...): blocks run on it with
     :mod:`.instances_torch` (the same labels) when the method allows (distance-head, threshold), else numpy."""
@@ -106,11 +111,16 @@ def local_instances(fg: np.ndarray, dist: np.ndarray | None, params: InstancePar
     distance head, or its boundary map for ``method="boundary"``), or ``None``. Returns ``labels``
     (int32, 1..n) and ``anchors`` (int64, ``anchors[i]`` belongs to label ``i + 1``).
     """
+    merging = params.method == "distance-head" and params.merge_threshold is not None and dist is not None
     if params.device is not None:
         from .instances_torch import supports
 
         if supports(params, dist is not None):
-            return _on_device(fg, dist, params)
+            if not merging:
+                return _on_device(fg, dist, params)
+            # the flood on the device; the border merge (a few objects' borders) and the size filter after it here
+            labels, anchors = _on_device(fg, dist, replace(params, merge_threshold=None, min_size=0))
+            return _join_and_filter(labels, np.concatenate([[-1], anchors]), dist, params)
     mask = fg > round(params.foreground_threshold * 255)
     method = params.method if dist is not None or params.method in ("distance-transform", "threshold") else "distance-transform"
     if method == "distance-head":
@@ -138,14 +148,28 @@ def local_instances(fg: np.ndarray, dist: np.ndarray | None, params: InstancePar
     n = int(labels.max())
     if n == 0:
         return labels, np.zeros(0, np.int64)
-    if method == "distance-head" and params.merge_threshold is not None:
-        lut = merge_inner_borders(labels, dist, round(params.merge_threshold * 255))
-        labels, markers = lut[labels], lut[markers]  # a joined object keeps the first seed pixel of its parts
     flat_idx = np.flatnonzero(markers)  # raster order
     first = np.full(n + 1, -1, np.int64)
     ids = markers.ravel()[flat_idx]
     uniq, pos = np.unique(ids, return_index=True)
     first[uniq] = flat_idx[pos]
+    return _join_and_filter(labels, first, dist if method == "distance-head" else None, params)
+
+
+def _join_and_filter(labels: np.ndarray, first: np.ndarray, dist: np.ndarray | None, params: InstanceParams) -> tuple[np.ndarray, np.ndarray]:
+    """The last steps of :func:`local_instances` on labels ``1..n`` with ``first[i]`` the flat index of label
+    ``i``'s first seed pixel (-1: none; ``first[0]`` unused): the border merge (with a ``dist`` and a
+    ``merge_threshold``; a joined object keeps the first seed pixel of its parts), then objects under
+    ``min_size`` pixels or without a seed dropped and the rest renumbered in order."""
+    n = int(labels.max())
+    if n == 0:
+        return labels.astype(np.int32, copy=False), np.zeros(0, np.int64)
+    if dist is not None and params.merge_threshold is not None:
+        lut = merge_inner_borders(labels, dist, round(params.merge_threshold * 255), params.merge_min_solidity)
+        labels = lut[labels]
+        joined = np.full(n + 1, np.iinfo(np.int64).max)
+        np.minimum.at(joined, lut[1:], np.where(first[1:] >= 0, first[1:], np.iinfo(np.int64).max))
+        first = np.where(joined == np.iinfo(np.int64).max, -1, joined)
     areas = np.bincount(labels.ravel(), minlength=n + 1)
     keep = (areas >= max(1, params.min_size)) & (first >= 0)
     keep[0] = False
@@ -154,10 +178,15 @@ def local_instances(fg: np.ndarray, dist: np.ndarray | None, params: InstancePar
     return lut[labels], first[keep]
 
 
-def merge_inner_borders(labels: np.ndarray, dist: np.ndarray, level: float) -> np.ndarray:
+def merge_inner_borders(labels: np.ndarray, dist: np.ndarray, level: float, min_solidity: float | None = None) -> np.ndarray:
     """A lookup table ``lut[label] -> label`` that joins neighbouring objects (4-connected) whose shared border
     has a mean ``dist`` (uint8, over the pixel pairs on either side of it) above ``level``; chains of such
-    neighbours become one object, named after the smallest id. ``lut[0] == 0``."""
+    neighbours become one object, named after the smallest id. ``lut[0] == 0``.
+
+    With ``min_solidity``, a join happens only if the joined object fills at least that share of its convex hull
+    (:func:`solidity`): a round nucleus the seeds cut in two is convex again once joined, two nuclei pressed
+    together are not. Pairs are then joined by falling border level (the most certain first), each checked
+    against the object its parts have become so far."""
     n = int(labels.max())
     keys, sums = [], []
     for a, b, da, db in ((labels[:, :-1], labels[:, 1:], dist[:, :-1], dist[:, 1:]), (labels[:-1], labels[1:], dist[:-1], dist[1:])):
@@ -179,13 +208,33 @@ def merge_inner_borders(labels: np.ndarray, dist: np.ndarray, level: float) -> n
             x = parent[x]
         return x
 
-    for k in np.flatnonzero(mean > level).tolist():
+    candidates = np.flatnonzero(mean > level)
+    if min_solidity is not None:
+        candidates = candidates[np.argsort(-mean[candidates], kind="stable")]
+        boxes = ndimage.find_objects(labels)
+        members = {i: [i] for i in range(1, n + 1)}
+    for k in candidates.tolist():
         ra, rb = root(int(key[k] // (n + 1))), root(int(key[k] % (n + 1)))
-        if ra != rb:
-            parent[max(ra, rb)] = min(ra, rb)
+        if ra == rb:
+            continue
+        if min_solidity is not None:
+            joined = members[ra] + members[rb]
+            box = tuple(slice(min(boxes[i - 1][d].start for i in joined), max(boxes[i - 1][d].stop for i in joined)) for d in (0, 1))
+            if solidity(np.isin(labels[box], joined)) < min_solidity:
+                continue
+            members[min(ra, rb)] = joined
+        parent[max(ra, rb)] = min(ra, rb)
     for i in range(1, n + 1):
         lut[i] = root(i)
     return lut
+
+
+def solidity(mask: np.ndarray) -> float:
+    """The share of its convex hull (pixels whose centres it covers) that a 2D mask fills: 1 for a convex object."""
+    from skimage.morphology import convex_hull_image
+
+    area = int(mask.sum())
+    return area / max(area, int(convex_hull_image(mask).sum())) if area else 0.0
 
 
 _streams = threading.local()

@@ -40,10 +40,10 @@ def supports(params: InstanceParams, has_dist: bool) -> bool:
     True for ``threshold`` and for ``distance-head`` with a distance map. ``distance-head`` without
     one switches to the distance transform in :func:`.instances.local_instances`, which, like
     ``distance-transform`` and ``boundary`` (h-maxima by reconstruction), has no torch version:
-    the caller uses the numpy path for those, and for a ``merge_threshold`` (joining objects cut in two).
+    the caller uses the numpy path for those. A ``merge_threshold`` (joining objects cut in two) is not done
+    here: :func:`.instances.local_instances` asks for the labels without it (and without ``min_size``) and
+    joins them in numpy.
     """
-    if params.method == "distance-head" and params.merge_threshold is not None:
-        return False  # the border merge runs in numpy
     return params.method == "threshold" or (params.method == "distance-head" and has_dist)
 
 

@@ -340,6 +340,7 @@ def run_parameters(model, config: SegmentConfig, params, batch, *, diameter: flo
         "seed_threshold": params.seed_threshold,
         "min_size": max(params.min_size, min_area(diameter)),
         "merge_threshold": params.merge_threshold,
+        "merge_min_solidity": params.merge_min_solidity,
         "channel": config.channel,
         "instances": params.method,
         "diameter": diameter,
@@ -364,6 +365,7 @@ def _instance_params(model, config: SegmentConfig):
         seed_threshold=pick(config.seed_threshold, "seed_threshold", 0.5),
         min_size=pick(config.min_size, "min_size", 12),
         merge_threshold=_merge_level(config.merge_threshold if config.merge_threshold is not None else getattr(d, "merge_threshold", None)),
+        merge_min_solidity=pick(config.merge_min_solidity, "merge_min_solidity", None),
         block=config.block,
         halo=config.block_halo,
         method=choose_method(model.info.output_names, config.instances),
@@ -443,6 +445,7 @@ def relabel(
             seed_threshold=config.seed_threshold or result.params["seed_threshold"],
             min_size=result.params["min_size"] if config.min_size is None else config.min_size,
             merge_threshold=_merge_level(config.merge_threshold if config.merge_threshold is not None else result.params.get("merge_threshold")),
+            merge_min_solidity=config.merge_min_solidity if config.merge_min_solidity is not None else result.params.get("merge_min_solidity"),
             block=config.block,
             halo=config.block_halo,
             method=before if config.instances == "auto" else choose_method(outputs, config.instances),
@@ -465,7 +468,7 @@ def relabel(
         diameter = params.diameter if params.diameter is not None else (float(np.median(estimates)) if estimates else None)
         new_params = dict(
             result.params, foreground_threshold=params.foreground_threshold, seed_threshold=params.seed_threshold,
-            min_size=max(params.min_size, min_area(diameter)), merge_threshold=params.merge_threshold, instances=params.method, diameter=diameter,
+            min_size=max(params.min_size, min_area(diameter)), merge_threshold=params.merge_threshold, merge_min_solidity=params.merge_min_solidity, instances=params.method, diameter=diameter,
             diameter_source="given" if config.diameter is not None or result.params.get("diameter_source") == "given" else ("estimated" if diameter is not None else ""),
         )
         return SegmentationResult(result.name, labels, result.probabilities, objects, next_id - 1, result.model, new_params, {}, result.stack_axes)

@@ -119,6 +119,9 @@ class InstanceDefaults(_Strict):
     min_size: int = Field(default=12, ge=0)
     merge_threshold: float | None = Field(default=None, gt=0.0, lt=1.0)
     """Join neighbours whose shared border has a mean distance above this (objects the seeds cut in two); None: never."""
+    merge_min_solidity: float | None = Field(default=None, gt=0.0, le=1.0)
+    """With a merge threshold: join only if the joined object fills at least this share of its convex hull
+    (convex objects such as nuclei); None: any shape (bent chromosomes)."""
 
 
 class Provenance(_Strict):

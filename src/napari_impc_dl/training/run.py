@@ -103,7 +103,7 @@ def _check_resume(out: Path, config) -> dict:
 
 def _seg_network(config: SegmentationTrainConfig, n_channels: int):
     from ..models import registry
-    from ..models.card import ModelCard, SemanticSpec, TilingSpec
+    from ..models.card import InstanceDefaults, ModelCard, SemanticSpec, TilingSpec
     from .transfer import head_names, load_matching, read_weights
 
     base_card, transfer, state = None, {}, None
@@ -131,8 +131,10 @@ def _seg_network(config: SegmentationTrainConfig, n_channels: int):
     if base_card is not None:
         template = base_card
     else:
+        from .tasks import CONVEX_MERGE
+
         template = ModelCard(name="untitled", architecture=spec, channel_names=[f"channel {i}" for i in range(n_channels)] if n_channels > 1 else ["channel 0"],
-                             tiling=TilingSpec(tile=1024, halo=32, step=step, min_tile=max(32, step)))
+                             tiling=TilingSpec(tile=1024, halo=32, step=step, min_tile=max(32, step)), instances=InstanceDefaults(**CONVEX_MERGE))
     if classes:  # semantic: the card says which classes the outputs are
         semantic = SemanticSpec(classes=list(classes), background=config.background_classes)
         template = ModelCard.model_validate({**template.model_dump(), "task": "semantic", "architecture": spec.model_dump(),
@@ -269,7 +271,8 @@ def train(
             raise InputError(f"--patch {config.patch} is not a multiple of {step} (what this network's {template.architecture.encoder_depth} stages need)", f"Use e.g. --patch {max(step, config.patch // step * step)}")
         inst = template.instances
         common = dict(patch=config.patch, batch=batch, min_foreground=config.min_foreground, augment_kinds=kinds, step=step,
-                      params=InstanceParams(inst.foreground_threshold, inst.seed_threshold, inst.min_size, merge_threshold=inst.merge_threshold),
+                      params=InstanceParams(inst.foreground_threshold, inst.seed_threshold, inst.min_size, merge_threshold=inst.merge_threshold,
+                                           merge_min_solidity=inst.merge_min_solidity),
                       low=template.normalization.low, high=template.normalization.high)
         if semantic:
             from .semantic import SemanticTask
@@ -370,9 +373,9 @@ def train(
         autocast = amp_setup(device, config.amp)[0]
         if is_seg and not semantic and config.tune_thresholds:
             tuned, metrics = task.tune_thresholds(net, device, autocast)
-            thresholds = {"foreground_threshold": tuned.foreground_threshold, "seed_threshold": tuned.seed_threshold}
-            instances_report = {**thresholds, "tuned_on": "validation images (best F1@0.5)",
-                                "before": {"foreground_threshold": task.params.foreground_threshold, "seed_threshold": task.params.seed_threshold}}
+            keys = ("foreground_threshold", "seed_threshold", "merge_threshold", "merge_min_solidity")
+            thresholds = {k: getattr(tuned, k) for k in keys}
+            instances_report = {**thresholds, "tuned_on": "validation images (best F1@0.5)", "before": {k: getattr(task.params, k) for k in keys}}
             card_base = card_base.model_copy(update={"instances": card_base.instances.model_copy(update=thresholds)})
         else:
             metrics = task.validate(net, device, autocast)

@@ -121,7 +121,9 @@ def _readme(card, name: str, description: str, authors: list[str], size: int) ->
         "normalised **distance** to the object's edge (1 at the centre). Instances come from a seeded watershed: seeds "
         f"where distance > {card.instances.seed_threshold}, flooded inside foreground > {card.instances.foreground_threshold}, "
         f"objects under {card.instances.min_size} px dropped"
-        + (f", then neighbours whose shared border has a mean distance above {card.instances.merge_threshold} joined (one object cut in two)"
+        + (f", then neighbours whose shared border has a mean distance above {card.instances.merge_threshold} joined (one object cut in two"
+           + (f"; only where the joined object fills at least {card.instances.merge_min_solidity} of its convex hull"
+              if card.instances.merge_min_solidity is not None else "") + ")"
            if card.instances.merge_threshold is not None else "")
         + " (napari-impc-dl does this; other tools give the two maps).", "",
         "## Input and preprocessing", "",
