@@ -101,7 +101,7 @@ class SegmentConfig(_Strict):
     preset: 0.25); 1: never join."""
     merge_min_solidity: float | None = Field(default=None, gt=0.0, le=1.0)
     """With a merge: join only if the joined object fills at least this share of its convex hull (nuclei are
-    convex; a bent chromosome is not); ``None``: the model's (the nuclei starter: 0.95; others: any shape); 1: only
+    convex; a bent chromosome is not); ``None``: the model's (the nuclei starter: 0.98; others: any shape); 1: only
     perfectly convex joins."""
     instances: Literal["auto", "distance", "boundary", "threshold"] = "auto"
     """How probabilities become objects: ``distance`` (the model's distance map, or the distance transform of its

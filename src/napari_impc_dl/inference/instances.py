@@ -164,18 +164,23 @@ def _join_and_filter(labels: np.ndarray, first: np.ndarray, dist: np.ndarray | N
     n = int(labels.max())
     if n == 0:
         return labels.astype(np.int32, copy=False), np.zeros(0, np.int64)
-    if dist is not None and params.merge_threshold is not None:
-        lut = merge_inner_borders(labels, dist, round(params.merge_threshold * 255), params.merge_min_solidity)
-        labels = lut[labels]
-        joined = np.full(n + 1, np.iinfo(np.int64).max)
-        np.minimum.at(joined, lut[1:], np.where(first[1:] >= 0, first[1:], np.iinfo(np.int64).max))
-        first = np.where(joined == np.iinfo(np.int64).max, -1, joined)
     areas = np.bincount(labels.ravel(), minlength=n + 1)
+    joined = None
+    if dist is not None and params.merge_threshold is not None:
+        joined = merge_inner_borders(labels, dist, round(params.merge_threshold * 255), params.merge_min_solidity)
+        if np.array_equal(joined, np.arange(n + 1)):
+            joined = None
+    if joined is not None:  # per joined object (under its smallest id; the others empty): area and first seed pixel
+        areas = np.bincount(joined, weights=areas, minlength=n + 1).astype(np.int64)
+        big = np.iinfo(np.int64).max
+        f = np.full(n + 1, big)
+        np.minimum.at(f, joined[1:], np.where(first[1:] >= 0, first[1:], big))
+        first = np.where(f == big, -1, f)
     keep = (areas >= max(1, params.min_size)) & (first >= 0)
     keep[0] = False
     lut = np.zeros(n + 1, np.int32)
     lut[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
-    return lut[labels], first[keep]
+    return (lut if joined is None else lut[joined])[labels], first[keep]  # one pass over the pixels
 
 
 def merge_inner_borders(labels: np.ndarray, dist: np.ndarray, level: float, min_solidity: float | None = None) -> np.ndarray:
@@ -188,18 +193,27 @@ def merge_inner_borders(labels: np.ndarray, dist: np.ndarray, level: float, min_
     together are not. Pairs are then joined by falling border level (the most certain first), each checked
     against the object its parts have become so far."""
     n = int(labels.max())
-    keys, sums = [], []
-    for a, b, da, db in ((labels[:, :-1], labels[:, 1:], dist[:, :-1], dist[:, 1:]), (labels[:-1], labels[1:], dist[:-1], dist[1:])):
-        m = (a > 0) & (b > 0) & (a != b)
-        if m.any():
-            am, bm = a[m].astype(np.int64), b[m].astype(np.int64)
-            keys.append(np.minimum(am, bm) * (n + 1) + np.maximum(am, bm))
-            sums.append(da[m].astype(np.float64) + db[m])
+    keys, sums, where = [], [], []
+    inside = labels > 0
+    for a, b, fa, fb, da, db in ((labels[:, :-1], labels[:, 1:], inside[:, :-1], inside[:, 1:], dist[:, :-1], dist[:, 1:]),
+                                 (labels[:-1], labels[1:], inside[:-1], inside[1:], dist[:-1], dist[1:])):
+        m = a != b
+        m &= fa
+        m &= fb
+        ys, xs = np.divmod(np.flatnonzero(m), m.shape[1])  # (flat indices of a contiguous mask: faster than nonzero)
+        if ys.size:
+            am, bm = a[ys, xs], b[ys, xs]
+            keys.append(np.minimum(am, bm).astype(np.int64) * (n + 1) + np.maximum(am, bm))
+            sums.append(da[ys, xs].astype(np.uint16) + db[ys, xs])
+            where.append(ys * labels.shape[1] + xs)  # a pixel of the border (on a's side)
     lut = np.arange(n + 1, dtype=np.int32)
     if not keys:
         return lut
-    key, inv, cnt = np.unique(np.concatenate(keys), return_inverse=True, return_counts=True)
+    key, first, inv, cnt = np.unique(np.concatenate(keys), return_index=True, return_inverse=True, return_counts=True)
     mean = np.bincount(inv, np.concatenate(sums)) / (2 * cnt)
+    candidates = np.flatnonzero(mean > level)
+    if candidates.size == 0:
+        return lut
     parent = np.arange(n + 1)
 
     def root(x: int) -> int:
@@ -208,33 +222,65 @@ def merge_inner_borders(labels: np.ndarray, dist: np.ndarray, level: float, min_
             x = parent[x]
         return x
 
-    candidates = np.flatnonzero(mean > level)
     if min_solidity is not None:
         candidates = candidates[np.argsort(-mean[candidates], kind="stable")]
-        boxes = ndimage.find_objects(labels)
-        members = {i: [i] for i in range(1, n + 1)}
+        at = np.concatenate(where)[first]
+        members: dict[int, list[int]] = {}  # root -> the labels joined under it (absent: itself alone)
     for k in candidates.tolist():
         ra, rb = root(int(key[k] // (n + 1))), root(int(key[k] % (n + 1)))
         if ra == rb:
             continue
         if min_solidity is not None:
-            joined = members[ra] + members[rb]
-            box = tuple(slice(min(boxes[i - 1][d].start for i in joined), max(boxes[i - 1][d].stop for i in joined)) for d in (0, 1))
-            if solidity(np.isin(labels[box], joined)) < min_solidity:
+            joined = members.get(ra, [ra]) + members.get(rb, [rb])
+            if solidity(_object_around(labels, joined, *divmod(int(at[k]), labels.shape[1]))) < min_solidity:
                 continue
             members[min(ra, rb)] = joined
         parent[max(ra, rb)] = min(ra, rb)
-    for i in range(1, n + 1):
-        lut[i] = root(i)
-    return lut
+    while True:  # every label to its root
+        nxt = parent[parent]
+        if np.array_equal(nxt, parent):
+            return parent.astype(np.int32)
+        parent = nxt
+
+
+def _object_around(labels: np.ndarray, ids: list[int], y: int, x: int) -> np.ndarray:
+    """The mask of the connected object made of ``ids`` that holds pixel ``(y, x)``, cropped to a window around
+    it that grows (from 65 px) until the object does not reach its edge (then all of it is inside)."""
+    h, w = labels.shape
+    r = 32
+    while True:
+        y0, y1, x0, x1 = max(0, y - r), min(h, y + r + 1), max(0, x - r), min(w, x + r + 1)
+        sub = np.isin(labels[y0:y1, x0:x1], ids)
+        if not ((y0 > 0 and sub[0].any()) or (y1 < h and sub[-1].any()) or (x0 > 0 and sub[:, 0].any()) or (x1 < w and sub[:, -1].any())):
+            return sub
+        r *= 2
 
 
 def solidity(mask: np.ndarray) -> float:
-    """The share of its convex hull (pixels whose centres it covers) that a 2D mask fills: 1 for a convex object."""
-    from skimage.morphology import convex_hull_image
+    """The share of its digital convex hull that a 2D mask fills: its pixels over the pixel centres in or on the
+    convex polygon through its pixels' centres (1 for a convex object). The polygon's vertices are pixel centres,
+    so Pick's theorem counts those points exactly: area + boundary points / 2 + 1."""
+    import math
 
-    area = int(mask.sum())
-    return area / max(area, int(convex_hull_image(mask).sum())) if area else 0.0
+    from scipy.spatial import ConvexHull, QhullError
+
+    area = int(np.count_nonzero(mask))
+    if not area:
+        return 0.0
+    h, w = mask.shape
+    rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+    ends = np.concatenate([  # the first and last pixel of each row and column: the hull's vertices are among them
+        np.stack([rows, mask[rows].argmax(1)], 1), np.stack([rows, w - 1 - mask[rows, ::-1].argmax(1)], 1),
+        np.stack([mask[:, cols].argmax(0), cols], 1), np.stack([h - 1 - mask[::-1, cols].argmax(0), cols], 1)])
+    try:
+        v = ends[ConvexHull(ends).vertices].astype(np.int64)
+    except QhullError:  # all on one line: the lattice points of the segment between its ends
+        d = ends.max(0) - ends.min(0)
+        return area / max(area, math.gcd(int(d[0]), int(d[1])) + 1)
+    nxt = np.roll(v, -1, 0)
+    twice_area = abs(int((v[:, 0] * nxt[:, 1] - nxt[:, 0] * v[:, 1]).sum()))
+    boundary = int(np.gcd(np.abs(nxt[:, 0] - v[:, 0]), np.abs(nxt[:, 1] - v[:, 1])).sum())
+    return area / max(area, (twice_area + boundary) // 2 + 1)
 
 
 _streams = threading.local()
