@@ -14,6 +14,7 @@ Writes (PNG):
 - ``trained.png``   the same at the end: validation figures and the confusion matrix;
 - ``classified.png`` the Classify widget's result: the layer coloured by predicted class, with its legend.
 - ``chromosomes.png`` the ``chromosomes`` preset on its sample spread: coloured by class, counted;
+- ``chromosomes_flagged.png`` the same on an aneuploid synthetic spread (47 chromosomes): the count flagged;
 - ``cells.png``     the ``cells`` preset on its sample: cells coloured by mitosis phase, counts and mitotic index.
 - ``fibrosis.png``  the ``fibrosis`` preset on its sample tissue: the class map over the image, the fractions.
 - ``skeletal.png``  the ``skeletal`` workflow on the dorso-ventral X-ray sample: regions and bones (coloured by
@@ -213,6 +214,24 @@ def _presets(napari, out: Path, narrow_docks) -> None:
     viewer.camera.zoom = 0.95
     _settle(app, 1.0)
     _save(viewer.screenshot(canvas_only=False, flash=False), out / "chromosomes.png")
+
+    # a flagged spread: an aneuploid one of the generator (47 chromosomes), counted right and so flagged
+    import tifffile
+
+    from napari_impc_dl import api
+
+    spread = Path(tempfile.mkdtemp(prefix="flagged-")) / "spread"
+    api.synth("chromosomes", 1, spread, size=1024, seed=FLAGGED_SPREAD_SEED)
+    img = next((spread / "images").glob("*.tif"))
+    for layer in list(viewer.layers):
+        layer.visible = False
+    viewer.add_image(tifffile.imread(img), name="aneuploid spread")
+    seg.image_combo.setCurrentText("aneuploid spread")
+    seg.run_button.click()
+    _wait(app, lambda: not seg.running)
+    viewer.layers.selection.active = viewer.layers["aneuploid spread labels"]
+    _settle(app, 1.0)
+    _save(viewer.screenshot(canvas_only=False, flash=False), out / "chromosomes_flagged.png")
 
     viewer.close()
 
