@@ -149,6 +149,8 @@ def test_diameter_and_objects_fields_reach_the_result_and_relabel(make_napari_vi
     rec = layer.metadata["napari_impc_dl"]
     assert rec["params"]["diameter"] == 40 and rec["params"]["min_size"] == round(np.pi / 4 * 10**2)
     assert "diameter 40 px (given)" in widget.status.text()
+    assert rec["params"]["merge_threshold"] == 0.25 and rec["params"]["merge_min_solidity"] == 0.98  # the nuclei card's convex merge
+    assert "cut objects joined above 0.25 where convex (0.98 of the hull)" in widget.status.text()
     n_split = rec["n_objects"]
     widget.instances.setCurrentIndex(widget.instances.findData("threshold"))
     qtbot.waitUntil(lambda: layer.metadata["napari_impc_dl"]["params"]["instances"] == "threshold", timeout=20_000)

@@ -663,6 +663,9 @@ class SegmentWidget(QWidget):
         extra = [f"objects by {p['instances']}"] if p.get("instances") not in (None, "distance-head", "semantic") else []
         if p.get("diameter"):
             extra.append(f"diameter {p['diameter']:g} px ({p.get('diameter_source') or 'given'})")
+        if p.get("merge_threshold") is not None:  # the border merge: objects the seeds cut in two joined
+            solid = p.get("merge_min_solidity")
+            extra.append(f"cut objects joined above {p['merge_threshold']:g}" + (f" where convex ({solid:g} of the hull)" if solid is not None else ""))
         if extra:
             parts.append(", ".join(extra))
         if seconds is not None:
