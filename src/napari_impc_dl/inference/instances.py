@@ -31,6 +31,7 @@ consecutive from ``start_id`` in raster order of blocks.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections import deque
@@ -193,7 +194,7 @@ def merge_inner_borders(labels: np.ndarray, dist: np.ndarray, level: float, min_
     together are not. Pairs are then joined by falling border level (the most certain first), each checked
     against the object its parts have become so far."""
     n = int(labels.max())
-    keys, sums, where = [], [], []
+    keys, sums, where = [], [], []  # where: a pixel of each border pair (on a's side), for the hull rule only
     inside = labels > 0
     for a, b, fa, fb, da, db in ((labels[:, :-1], labels[:, 1:], inside[:, :-1], inside[:, 1:], dist[:, :-1], dist[:, 1:]),
                                  (labels[:-1], labels[1:], inside[:-1], inside[1:], dist[:-1], dist[1:])):
@@ -205,7 +206,8 @@ def merge_inner_borders(labels: np.ndarray, dist: np.ndarray, level: float, min_
             am, bm = a[ys, xs], b[ys, xs]
             keys.append(np.minimum(am, bm).astype(np.int64) * (n + 1) + np.maximum(am, bm))
             sums.append(da[ys, xs].astype(np.uint16) + db[ys, xs])
-            where.append(ys * labels.shape[1] + xs)  # a pixel of the border (on a's side)
+            if min_solidity is not None:
+                where.append(ys * labels.shape[1] + xs)
     lut = np.arange(n + 1, dtype=np.int32)
     if not keys:
         return lut
@@ -260,8 +262,6 @@ def solidity(mask: np.ndarray) -> float:
     """The share of its digital convex hull that a 2D mask fills: its pixels over the pixel centres in or on the
     convex polygon through its pixels' centres (1 for a convex object). The polygon's vertices are pixel centres,
     so Pick's theorem counts those points exactly: area + boundary points / 2 + 1."""
-    import math
-
     from scipy.spatial import ConvexHull, QhullError
 
     area = int(np.count_nonzero(mask))
